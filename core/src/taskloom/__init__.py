@@ -1,0 +1,79 @@
+"""taskloom: generate and judge data with LLMs.
+
+``import taskloom`` is cheap: names below are imported on first use, no plugin is loaded and no
+provider SDK is imported until a lookup needs one.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from taskloom._version import __version__
+
+if TYPE_CHECKING:
+    from taskloom.component import RuntimeParameter
+    from taskloom.errors import (
+        GenerationError,
+        MissingColumnError,
+        PluginConflictError,
+        PluginError,
+        TaskloomError,
+        UnknownNameError,
+    )
+    from taskloom.hookspecs import hookimpl
+    from taskloom.llms import LLM, AsyncLLM
+    from taskloom.registry import (
+        get_llm,
+        get_task,
+        list_llms,
+        list_plugins,
+        list_tasks,
+        load_llm,
+        load_task,
+    )
+    from taskloom.steps import Step
+    from taskloom.tasks import ChatGeneration, Task, TextGeneration, task
+    from taskloom.typing import ChatType, GenerateOutput
+
+_LAZY = {
+    "RuntimeParameter": "taskloom.component",
+    "GenerationError": "taskloom.errors",
+    "MissingColumnError": "taskloom.errors",
+    "PluginConflictError": "taskloom.errors",
+    "PluginError": "taskloom.errors",
+    "TaskloomError": "taskloom.errors",
+    "UnknownNameError": "taskloom.errors",
+    "hookimpl": "taskloom.hookspecs",
+    "LLM": "taskloom.llms",
+    "AsyncLLM": "taskloom.llms",
+    "get_llm": "taskloom.registry",
+    "get_task": "taskloom.registry",
+    "list_llms": "taskloom.registry",
+    "list_plugins": "taskloom.registry",
+    "list_tasks": "taskloom.registry",
+    "load_llm": "taskloom.registry",
+    "load_task": "taskloom.registry",
+    "Step": "taskloom.steps",
+    "Task": "taskloom.tasks",
+    "TextGeneration": "taskloom.tasks",
+    "ChatGeneration": "taskloom.tasks",
+    "task": "taskloom.tasks",
+    "ChatType": "taskloom.typing",
+    "GenerateOutput": "taskloom.typing",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'taskloom' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

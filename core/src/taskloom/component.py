@@ -1,0 +1,126 @@
+"""The base that steps, tasks and LLMs share: runtime parameters and plain-data dumps.
+
+A pipeline is a config file, so every component must round-trip through plain data by its
+registry name, and must let a user change some fields (the *runtime parameters*) after it was
+built, for example from the command line, without rebuilding it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Annotated, Any, ClassVar, TypeVar
+
+from pydantic import BaseModel, ConfigDict, SecretStr
+
+T = TypeVar("T")
+
+
+class _RuntimeMarker:
+    """Marks a field as settable at run time; found in ``FieldInfo.metadata``."""
+
+    def __repr__(self) -> str:
+        return "RUNTIME"
+
+
+RUNTIME = _RuntimeMarker()
+
+RuntimeParameter = Annotated[T, RUNTIME]
+"""``RuntimeParameter[int]``: a field that ``set_runtime_parameters`` may change."""
+
+
+def kebab_case(name: str) -> str:
+    """``MyCustomTask`` -> ``my-custom-task``: the default name of an unregistered class."""
+    name = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "-", name)
+    return name.replace("_", "-").lower()
+
+
+def _is_secret(annotation: Any) -> bool:
+    if annotation is SecretStr:
+        return True
+    return any(_is_secret(arg) for arg in getattr(annotation, "__args__", ()) or ())
+
+
+class Component(BaseModel):
+    """Fields, runtime parameters and a dump that never contains a secret."""
+
+    model_config = ConfigDict(
+        arbitrary_types_allowed=True,
+        validate_assignment=True,
+        extra="forbid",
+        protected_namespaces=(),
+    )
+
+    registry_name: ClassVar[str | None] = None
+    """The name this class is registered under; set it on your class, or let ``register`` do it."""
+
+    @classmethod
+    def own_registry_name(cls) -> str | None:
+        """The registry name declared on this very class (a subclass does not inherit it)."""
+        name = cls.__dict__.get("registry_name")
+        return name if isinstance(name, str) else None
+
+    @classmethod
+    def type_name(cls) -> str:
+        """How a dump names this class: its registry name, else its import path."""
+        return cls.own_registry_name() or f"{cls.__module__}:{cls.__qualname__}"
+
+    # -- runtime parameters ------------------------------------------------------------------
+
+    @classmethod
+    def runtime_fields(cls) -> list[str]:
+        return [n for n, f in cls.model_fields.items() if any(m is RUNTIME for m in f.metadata)]
+
+    def runtime_parameters_info(self) -> list[dict[str, Any]]:
+        """Every runtime parameter with its description, default and whether it is optional."""
+        info = []
+        for name in self.runtime_fields():
+            field = type(self).model_fields[name]
+            info.append(
+                {
+                    "name": name,
+                    "description": field.description or "",
+                    "optional": not field.is_required(),
+                    "default": None if field.is_required() else field.get_default(call_default_factory=True),
+                }
+            )
+        return info
+
+    def set_runtime_parameters(self, parameters: Mapping[str, Any]) -> None:
+        """Set runtime parameters by name, validated like the constructor validates them."""
+        allowed = self.runtime_fields()
+        for key, value in parameters.items():
+            if key not in allowed:
+                raise ValueError(
+                    f"{type(self).__name__} has no runtime parameter {key!r}; "
+                    f"its runtime parameters are {allowed}."
+                )
+            setattr(self, key, value)
+
+    # -- serialization -----------------------------------------------------------------------
+
+    @classmethod
+    def _dump_exclusions(cls) -> set[str]:
+        return {
+            name
+            for name, field in cls.model_fields.items()
+            if field.exclude or _is_secret(field.annotation)
+        }
+
+    def dump(self) -> dict[str, Any]:
+        """Plain JSON-ready data naming the class, without secrets; ``load_*`` rebuilds it."""
+        data = self.model_dump(mode="json", exclude=self._dump_exclusions())
+        return {"type": self.type_name(), **data}
+
+    def __eq__(self, other: object) -> bool:
+        # Equal configuration means equal components; loaded clients and caches do not count.
+        if type(other) is not type(self):
+            return NotImplemented
+        assert isinstance(other, BaseModel)
+        return self.__dict__ == other.__dict__
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr_args__(self) -> Any:
+        excluded = {n for n, f in type(self).model_fields.items() if not f.repr}
+        return [(k, v) for k, v in super().__repr_args__() if k not in excluded]

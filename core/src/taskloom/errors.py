@@ -1,0 +1,87 @@
+"""Exceptions users catch, each built to say what went wrong and what to do next.
+
+Every error taskloom raises on purpose derives from :class:`TaskloomError`, so a caller can tell
+"taskloom refused this input" from a bug. Most also derive from the builtin that fits (a missing
+column is a ``ValueError``, an unknown name a ``LookupError``) so generic handlers keep working.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Sequence
+
+
+class TaskloomError(Exception):
+    """Base of every error taskloom raises deliberately."""
+
+
+class UnknownNameError(TaskloomError, LookupError):
+    """A task or LLM name that no installed package registers."""
+
+    def __init__(
+        self,
+        kind: str,
+        name: str,
+        installed: Sequence[str],
+        broken: Sequence[str] = (),
+    ) -> None:
+        self.kind = kind
+        self.name = name
+        self.installed = list(installed)
+        close = difflib.get_close_matches(name, self.installed, n=3, cutoff=0.5)
+        lines = [f"No {kind} named {name!r} is installed."]
+        if close:
+            lines.append("Did you mean: " + ", ".join(repr(c) for c in close) + "?")
+        lines.append(
+            f"Installed {kind}s: " + (", ".join(self.installed) if self.installed else "(none)")
+        )
+        if broken:
+            lines.append(
+                "Some plugins failed to load and may be the ones you want "
+                "(see `taskloom plugins`): " + "; ".join(broken)
+            )
+        lines.append(
+            f"Install the package that provides {name!r}, or check the spelling."
+        )
+        super().__init__("\n".join(lines))
+
+
+class PluginError(TaskloomError):
+    """A plugin could not be loaded: import error, bad hook, incompatible core, bad registration."""
+
+
+class PluginConflictError(PluginError):
+    """Two plugins registered the same name; neither wins silently."""
+
+    def __init__(self, kind: str, name: str, first: str, second: str, disable: Iterable[str]) -> None:
+        self.kind = kind
+        self.name = name
+        options = " or ".join(f"TASKLOOM_DISABLE_PLUGINS={d}" for d in disable if d)
+        super().__init__(
+            f"The {kind} name {name!r} is registered by two packages: {first} and {second}. "
+            f"Uninstall one of them, or disable one with {options or 'TASKLOOM_DISABLE_PLUGINS'}."
+        )
+
+
+class MissingColumnError(TaskloomError, ValueError):
+    """A row lacks a column that a step requires."""
+
+    def __init__(self, step: str, column: str, row_columns: Iterable[str], row_index: int) -> None:
+        self.step = step
+        self.column = column
+        self.row_columns = sorted(row_columns)
+        self.row_index = row_index
+        super().__init__(
+            f"Step {step!r} requires the column {column!r}, but row {row_index} has only "
+            f"{self.row_columns}. Add the column to your data, or map an existing column "
+            f"onto it with input_mappings={{{column!r}: '<your column>'}}."
+        )
+
+
+class GenerationError(TaskloomError):
+    """A request that failed for good (after any retries).
+
+    An LLM raises this for failures that belong to one input, not to the whole run: the batch
+    goes on and the row records the error instead of a generation. Anything else an LLM raises
+    (bad credentials, a bug) stops the run, because every other row would fail the same way.
+    """

@@ -1,0 +1,45 @@
+"""The plugin contract: every hook a taskloom plugin may implement.
+
+A plugin is a module (or object) with functions marked ``@taskloom.hookimpl`` whose names are
+hooks below, exposed through an entry point in the ``taskloom`` group::
+
+    [project.entry-points.taskloom]
+    acme = "taskloom_acme.plugin"
+
+Hooks receive a *register* callable instead of returning values, so a plugin can register
+several things, and so taskloom knows which package registered what. Hook specs only ever gain
+optional parameters: a plugin written today keeps working. Every hook here is documented in
+``docs/hooks.md`` (a test keeps the two in step).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    from taskloom.registry import LLMRegister, TaskRegister
+
+PROJECT = "taskloom"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def register_llms(register: LLMRegister) -> None:
+    """Register LLM classes: ``register("acme", AcmeLLM, aliases=["acme-chat"])``.
+
+    Each class must subclass :class:`taskloom.LLM` (or :class:`taskloom.AsyncLLM`). The name is
+    what users pass to ``get_llm``; it must be unique across installed packages.
+    """
+
+
+@hookspec
+def register_tasks(register: TaskRegister) -> None:
+    """Register Task classes: ``register("my-task", MyTask)``.
+
+    Each class must subclass :class:`taskloom.Task`. The name is what users pass to
+    ``get_task``, and the default ``name`` of the task, which suffixes its metadata keys.
+    """

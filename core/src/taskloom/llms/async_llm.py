@@ -1,0 +1,128 @@
+"""AsyncLLM: providers write one coroutine for one input; batching and sync use come free.
+
+Network-bound providers should keep many requests in flight, so they are written as
+``async def agenerate(input)``. Sync callers (a script, a notebook cell, ``Task.process``) get
+``generate`` which runs those coroutines concurrently, bounded by ``max_concurrency``, on an
+event loop owned by this LLM in a background thread. One loop per LLM keeps clients that bind to
+a loop (httpx, aiohttp) valid across calls, and works whether or not the caller's thread already
+runs a loop (a notebook does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from abc import abstractmethod
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, TypeVar
+
+from pydantic import Field, PrivateAttr
+
+from taskloom.errors import GenerationError
+from taskloom.llms.base import LLM
+from taskloom.typing import ChatType, GenerateOutput
+
+logger = logging.getLogger("taskloom.llms")
+
+R = TypeVar("R")
+
+
+def failed_output(num_generations: int, error: BaseException | str) -> GenerateOutput:
+    """The output for an input whose request failed for good: no text, the error kept."""
+    message = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    return {
+        "generations": [None] * num_generations,
+        "statistics": {"input_tokens": [0] * num_generations, "output_tokens": [0] * num_generations},
+        "error": message,
+    }
+
+
+class _LoopThread:
+    """An event loop running forever in a daemon thread, for the sync facade."""
+
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, R]) -> R:
+        if threading.current_thread() is self.thread:
+            coro.close()
+            raise RuntimeError(
+                "generate() was called from inside this LLM's own event loop; "
+                "await agenerate_batch() there instead."
+            )
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return future.result()
+        except BaseException:
+            future.cancel()
+            raise
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+        if not self.thread.is_alive():
+            self.loop.close()
+
+
+class AsyncLLM(LLM):
+    """An LLM whose subclasses implement only ``async agenerate`` for one input."""
+
+    max_concurrency: int = Field(
+        default=64, ge=1, description="Most requests in flight at once from one generate call."
+    )
+    _runner: _LoopThread | None = PrivateAttr(default=None)
+    _runner_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+
+    @abstractmethod
+    async def agenerate(
+        self, input: ChatType, num_generations: int = 1, **kwargs: Any
+    ) -> GenerateOutput:
+        """Answer one chat input ``num_generations`` times.
+
+        Raise :class:`~taskloom.errors.GenerationError` for a failure that belongs to this input
+        only (it is recorded on the row); anything else stops the batch.
+        """
+
+    def _generate_method(self) -> Callable[..., Any]:
+        return type(self).agenerate
+
+    async def _one(
+        self, semaphore: asyncio.Semaphore, input: ChatType, num_generations: int, kwargs: dict[str, Any]
+    ) -> GenerateOutput:
+        async with semaphore:
+            try:
+                return await self.agenerate(input, num_generations, **kwargs)
+            except GenerationError as error:
+                logger.warning("%s: a request failed for good: %s", self.model_name, error)
+                return failed_output(num_generations, error)
+
+    async def agenerate_batch(
+        self, inputs: Sequence[ChatType], num_generations: int = 1, **kwargs: Any
+    ) -> list[GenerateOutput]:
+        """Answer every input, at most ``max_concurrency`` at once, keeping the input order."""
+        semaphore = asyncio.Semaphore(self.max_concurrency)
+        return list(
+            await asyncio.gather(*(self._one(semaphore, i, num_generations, kwargs) for i in inputs))
+        )
+
+    def generate(
+        self, inputs: Sequence[ChatType], num_generations: int = 1, **kwargs: Any
+    ) -> list[GenerateOutput]:
+        return self.run_sync(self.agenerate_batch(inputs, num_generations, **kwargs))
+
+    def run_sync(self, coro: Coroutine[Any, Any, R]) -> R:
+        """Run a coroutine on this LLM's loop from sync code and return its result."""
+        with self._runner_lock:
+            if self._runner is None:
+                self._runner = _LoopThread(f"taskloom-{type(self).__name__}")
+            runner = self._runner
+        return runner.run(coro)
+
+    def unload(self) -> None:
+        with self._runner_lock:
+            runner, self._runner = self._runner, None
+        if runner is not None:
+            runner.close()

@@ -1,0 +1,183 @@
+"""Task: a Step that formats rows into chats, asks an LLM, and parses answers into columns.
+
+The row-building rules (``SPEC-tasks.md``) live in ``process`` and its helpers: one output row
+per generation or one grouped row per input, ``distilabel_metadata`` keyed by the task's name,
+``model_name`` from the LLM, and a generation that fails to parse keeps its raw text, because
+that text was paid for.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import abstractmethod
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from pydantic import Field
+
+from taskloom.component import RuntimeParameter
+from taskloom.errors import TaskloomError
+from taskloom.llms.base import LLM
+from taskloom.steps import Step, columns_as_dict
+from taskloom.typing import ChatType, GenerateOutput, Row
+
+logger = logging.getLogger("taskloom.tasks")
+
+METADATA = "distilabel_metadata"
+"""The metadata column; named as in distilabel so datasets made here read the same."""
+
+
+class Task(Step):
+    """Format each row into a chat, generate with ``llm``, parse each answer into columns.
+
+    Subclasses define ``inputs``, ``outputs``, ``format_input`` and ``format_output``.
+    """
+
+    llm: LLM = Field(description="The LLM that generates this task's outputs.")
+    num_generations: RuntimeParameter[int] = Field(
+        default=1, ge=1, description="Number of generations per input row."
+    )
+    group_generations: bool = Field(
+        default=False,
+        description="One row per input with list columns, instead of one row per generation.",
+    )
+    add_raw_output: RuntimeParameter[bool] = Field(
+        default=True,
+        description="Keep the LLM's raw text under distilabel_metadata['raw_output_<name>'].",
+    )
+    add_raw_input: RuntimeParameter[bool] = Field(
+        default=True,
+        description="Keep the formatted chat input under distilabel_metadata['raw_input_<name>'].",
+    )
+
+    @abstractmethod
+    def format_input(self, input: Row) -> ChatType:
+        """Turn one row into OpenAI-style chat messages."""
+
+    @abstractmethod
+    def format_output(self, output: str | None, input: Row | None = None) -> dict[str, Any]:
+        """Parse one generation (for the row it came from) into the ``outputs`` columns."""
+
+    def load(self) -> None:
+        self.llm.load()
+
+    def unload(self) -> None:
+        self.llm.unload()
+
+    def output_columns(self) -> list[str]:
+        """Declared outputs without ``model_name``, which the task adds itself."""
+        return [c for c in columns_as_dict(self.outputs) if c != "model_name"]
+
+    def set_runtime_parameters(self, parameters: Mapping[str, Any]) -> None:
+        """Set task runtime parameters; the ``llm`` key holds the LLM's own."""
+        params = dict(parameters)
+        if "llm" in params:
+            self.llm.set_runtime_parameters(params.pop("llm"))
+        super().set_runtime_parameters(params)
+
+    def runtime_parameters_info(self) -> list[dict[str, Any]]:
+        return [
+            *super().runtime_parameters_info(),
+            {"name": "llm", "runtime_parameters_info": self.llm.runtime_parameters_info()},
+        ]
+
+    def dump(self) -> dict[str, Any]:
+        data = super().dump()
+        data["llm"] = self.llm.dump()
+        return data
+
+    # -- processing --------------------------------------------------------------------------
+
+    def format_inputs(self, rows: list[Row]) -> list[ChatType]:
+        """Format every row, after checking that every row has the required columns."""
+        self.check_columns(rows)
+        formatted = []
+        for index, row in enumerate(rows):
+            try:
+                formatted.append(self.format_input(row))
+            except Exception as error:
+                error.add_note(f"(while task {self.name!r} formatted row {index})")
+                raise
+        return formatted
+
+    def process(self, inputs: list[Row]) -> Iterator[list[Row]]:
+        rows = list(inputs)
+        formatted = self.format_inputs(rows)
+        outputs = self.llm.generate(
+            formatted, num_generations=self.num_generations, **self.llm.generation_kwargs
+        )
+        yield self.build_rows(rows, formatted, outputs)
+
+    def build_rows(
+        self, rows: list[Row], formatted: list[ChatType], outputs: list[GenerateOutput]
+    ) -> list[Row]:
+        """Combine inputs and LLM outputs into output rows, as the task spec says."""
+        if len(outputs) != len(rows):
+            raise TaskloomError(
+                f"LLM {self.llm.model_name!r} returned {len(outputs)} outputs for {len(rows)} "
+                f"inputs in task {self.name!r}; an LLM must return one output per input."
+            )
+        model_name = self.llm.model_name
+        result: list[Row] = []
+        for row, chat, output in zip(rows, formatted, outputs, strict=True):
+            per_generation = self._format_generations(row, chat, output)
+            if self.group_generations:
+                result.append(self._group(row, per_generation, model_name))
+            else:
+                for columns in per_generation:
+                    result.append({**row, **columns, "model_name": model_name})
+        return result
+
+    def _format_generations(self, row: Row, chat: ChatType, output: GenerateOutput) -> list[Row]:
+        """One dict of output columns (with its metadata) per generation of ``row``."""
+        name = self.name
+        raw_output_key = "raw_output_" + name
+        statistics = output.get("statistics") or {}
+        input_tokens = statistics.get("input_tokens") or []
+        output_tokens = statistics.get("output_tokens") or []
+        error = output.get("error")
+        upstream = row.get(METADATA)
+        upstream_meta: dict[str, Any] = upstream if isinstance(upstream, dict) else {}
+
+        formatted = []
+        for index, text in enumerate(output["generations"]):
+            meta = upstream_meta.copy()
+            columns = self._parse(text, row, meta, raw_output_key)
+            if self.add_raw_input:
+                meta["raw_input_" + name] = chat
+            if index < len(input_tokens) and index < len(output_tokens):
+                meta["statistics_" + name] = {
+                    "input_tokens": input_tokens[index],
+                    "output_tokens": output_tokens[index],
+                }
+            if error:
+                meta["error_" + name] = error
+            columns[METADATA] = meta
+            formatted.append(columns)
+        return formatted
+
+    def _parse(self, text: str | None, row: Row, meta: dict[str, Any], raw_key: str) -> dict[str, Any]:
+        if text is None:
+            if self.add_raw_output:
+                meta[raw_key] = None
+            return dict.fromkeys(self.output_columns())
+        try:
+            columns = self.format_output(text, row)
+        except Exception as error:
+            logger.warning(
+                "Task %r could not parse a generation (%s: %s); its output columns are None and "
+                "the raw text is kept in %s[%r].",
+                self.name, type(error).__name__, error, METADATA, raw_key,
+            )
+            meta[raw_key] = text  # the only copy of what was paid for, whatever add_raw_output says
+            return dict.fromkeys(self.output_columns())
+        if self.add_raw_output:
+            meta[raw_key] = text
+        return dict(columns)
+
+    def _group(self, row: Row, per_generation: list[Row], model_name: str) -> Row:
+        keys: dict[str, None] = dict.fromkeys(self.output_columns())
+        for columns in per_generation:
+            keys.update(dict.fromkeys(columns))
+        grouped = {key: [columns.get(key) for columns in per_generation] for key in keys}
+        return {**row, **grouped, "model_name": model_name}

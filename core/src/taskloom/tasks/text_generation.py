@@ -1,0 +1,114 @@
+"""The built-in generation tasks: an instruction (or a whole chat) in, a generation out."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from pydantic import Field, model_validator
+
+from taskloom.steps import StepColumns
+from taskloom.tasks.base import Task
+from taskloom.templates import compile_template, template_variables
+from taskloom.typing import ChatMessage, ChatType, Row
+
+_ROLES = {"system", "user", "assistant", "developer", "tool"}
+
+
+class TextGeneration(Task):
+    """Generate a response to an instruction, optionally behind a system prompt.
+
+    With ``template`` (Jinja2), the prompt is built from the row's ``columns`` instead of the
+    ``instruction`` column alone. A row's own ``system_prompt`` column overrides the field.
+    """
+
+    registry_name: ClassVar[str | None] = "text-generation"
+
+    system_prompt: str | None = Field(
+        default=None, description="System message sent before every prompt."
+    )
+    template: str | None = Field(
+        default=None,
+        description="Jinja2 template for the user message; its variables are row columns.",
+    )
+    columns: list[str] = Field(
+        default_factory=lambda: ["instruction"],
+        description="Columns the template reads; inferred from the template when not given.",
+    )
+
+    @model_validator(mode="after")
+    def _check_template(self) -> TextGeneration:
+        if self.template is None:
+            if len(self.columns) != 1:
+                raise ValueError("columns names several columns: give a template that uses them.")
+            return self
+        variables = [v for v in template_variables(self.template) if v != "system_prompt"]
+        if "columns" not in self.model_fields_set:
+            self.__dict__["columns"] = variables
+        unknown = sorted(set(variables) - set(self.columns))
+        if unknown:
+            raise ValueError(
+                f"the template uses {unknown}, which are not in columns={self.columns}."
+            )
+        return self
+
+    @property
+    def inputs(self) -> StepColumns:
+        return {**dict.fromkeys(self.columns, True), "system_prompt": False}
+
+    @property
+    def outputs(self) -> StepColumns:
+        return ["generation", "model_name"]
+
+    def format_input(self, input: Row) -> ChatType:
+        if self.template is None:
+            column = self.columns[0]
+            content = input[column]
+            if not isinstance(content, str):
+                raise ValueError(
+                    f"task {self.name!r}: column {column!r} must be a string, "
+                    f"got {type(content).__name__}."
+                )
+        else:
+            content = compile_template(self.template).render(input)
+        system = input.get("system_prompt") or self.system_prompt
+        if system:
+            return [{"role": "system", "content": system}, {"role": "user", "content": content}]
+        return [{"role": "user", "content": content}]
+
+    def format_output(self, output: str | None, input: Row | None = None) -> dict[str, Any]:
+        return {"generation": output}
+
+
+def check_chat(messages: Any, where: str) -> ChatType:
+    """Validate an OpenAI-style chat, saying exactly what is wrong with it."""
+    if not isinstance(messages, list) or not messages:
+        raise ValueError(f"{where}: expected a non-empty list of chat messages, got {messages!r:.80}.")
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict) or "role" not in message or "content" not in message:
+            raise ValueError(f"{where}: message {index} needs 'role' and 'content': {message!r:.80}")
+        if message["role"] not in _ROLES:
+            raise ValueError(f"{where}: message {index} has unknown role {message['role']!r}.")
+    if messages[-1]["role"] != "user":
+        raise ValueError(f"{where}: the last message must come from the user.")
+    chat: list[ChatMessage] = messages
+    return chat
+
+
+class ChatGeneration(Task):
+    """Continue a conversation: a chat of messages in, the assistant's next turn out."""
+
+    registry_name: ClassVar[str | None] = "chat-generation"
+
+    @property
+    def inputs(self) -> StepColumns:
+        return ["messages"]
+
+    @property
+    def outputs(self) -> StepColumns:
+        return ["generation", "model_name"]
+
+    def format_input(self, input: Row) -> ChatType:
+        return check_chat(input["messages"], f"task {self.name!r}, column 'messages'")
+
+    def format_output(self, output: str | None, input: Row | None = None) -> dict[str, Any]:
+        return {"generation": output}

@@ -1,0 +1,143 @@
+"""Scripted LLMs: deterministic stand-ins that answer from a list or a function.
+
+They are real :class:`LLM` / :class:`AsyncLLM` subclasses, so a task tested with them runs the
+same code paths as in production; they record every call so tests can assert on what was asked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from pydantic import Field, PrivateAttr
+
+from taskloom.errors import GenerationError
+from taskloom.llms import LLM, AsyncLLM
+from taskloom.typing import ChatType, GenerateOutput
+
+Reply = str | None | BaseException
+ReplyFunction = Callable[[ChatType, int], Reply]
+
+
+def _count_tokens(text: str) -> int:
+    # A stand-in for a tokenizer: whitespace-separated words.
+    return len(text.split())
+
+
+class _Script:
+    """Shared reply logic: from ``reply`` (a function) or cycling through ``replies``."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.cycle: itertools.cycle[Reply] | None = None
+        self.calls: list[dict[str, Any]] = []
+
+
+class _ScriptedMixin:
+    model: str
+    replies: list[Any] | None
+    reply: ReplyFunction | None
+    _script: _Script
+
+    def _next(self, chat: ChatType, index: int) -> Reply:
+        if self.reply is not None:
+            return self.reply(chat, index)
+        with self._script.lock:
+            if self._script.cycle is None:
+                self._script.cycle = itertools.cycle(self.replies or ["ok"])
+            return next(self._script.cycle)
+
+    def _answer(self, chat: ChatType, num_generations: int, kwargs: dict[str, Any]) -> GenerateOutput:
+        self._script.calls.append({"input": chat, "num_generations": num_generations, "kwargs": kwargs})
+        prompt_tokens = sum(_count_tokens(m["content"]) for m in chat)
+        texts: list[str | None] = []
+        for index in range(num_generations):
+            reply = self._next(chat, index)
+            if isinstance(reply, BaseException):
+                raise reply
+            texts.append(reply)
+        return {
+            "generations": texts,
+            "statistics": {
+                "input_tokens": [prompt_tokens] * num_generations,
+                "output_tokens": [0 if t is None else _count_tokens(t) for t in texts],
+            },
+        }
+
+    @property
+    def calls(self) -> list[dict[str, Any]]:
+        """Every input asked so far: ``{"input", "num_generations", "kwargs"}``, in order."""
+        return self._script.calls
+
+
+_REPLIES = Field(
+    default=None,
+    description="Replies to cycle through; None is 'no text', an exception instance is raised.",
+)
+_REPLY = Field(
+    default=None,
+    exclude=True,
+    repr=False,
+    description="A function (chat, generation index) -> reply; overrides replies.",
+)
+
+
+class ScriptedLLM(_ScriptedMixin, LLM):
+    """A sync LLM for tests that answers from a list of replies or a function."""
+
+    model: str = Field(default="scripted", description="The model name it reports.")
+    replies: list[Any] | None = _REPLIES
+    reply: ReplyFunction | None = _REPLY
+    _script: _Script = PrivateAttr(default_factory=_Script)
+
+    @property
+    def model_name(self) -> str:
+        return self.model
+
+    def generate(
+        self, inputs: Sequence[ChatType], num_generations: int = 1, **kwargs: Any
+    ) -> list[GenerateOutput]:
+        return [self._answer(chat, num_generations, kwargs) for chat in inputs]
+
+
+class ScriptedAsyncLLM(_ScriptedMixin, AsyncLLM):
+    """An async LLM for tests: like :class:`ScriptedLLM`, with an optional delay per request.
+
+    A reply that is a :class:`GenerationError` instance fails only its own input, as a
+    provider's exhausted retries would.
+    """
+
+    model: str = Field(default="scripted-async", description="The model name it reports.")
+    replies: list[Any] | None = _REPLIES
+    reply: ReplyFunction | None = _REPLY
+    delay: float = Field(default=0.0, ge=0, description="Seconds each request takes.")
+    _script: _Script = PrivateAttr(default_factory=_Script)
+    _in_flight: int = PrivateAttr(default=0)
+    _max_in_flight: int = PrivateAttr(default=0)
+
+    @property
+    def model_name(self) -> str:
+        return self.model
+
+    @property
+    def max_in_flight(self) -> int:
+        """The most requests that were ever in flight at once."""
+        return self._max_in_flight
+
+    async def agenerate(
+        self, input: ChatType, num_generations: int = 1, **kwargs: Any
+    ) -> GenerateOutput:
+        self._in_flight += 1
+        self._max_in_flight = max(self._max_in_flight, self._in_flight)
+        try:
+            if self.delay:
+                await asyncio.sleep(self.delay)
+            return self._answer(input, num_generations, kwargs)
+        finally:
+            self._in_flight -= 1
+
+
+__all__ = ["ScriptedLLM", "ScriptedAsyncLLM", "GenerationError"]

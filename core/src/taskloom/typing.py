@@ -1,0 +1,40 @@
+"""Shapes of the data that flows between tasks and LLMs.
+
+They are ``TypedDict`` s rather than models so a provider can build them with plain dict
+literals on the hot path, and so rows stay JSON-ready without conversion.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NotRequired, TypeAlias, TypedDict
+
+
+class ChatMessage(TypedDict):
+    role: str
+    content: str
+
+
+ChatType: TypeAlias = list[ChatMessage]
+"""One chat input: OpenAI-style messages, in order."""
+
+Row: TypeAlias = dict[str, Any]
+"""One row of data: column name to value."""
+
+
+class Statistics(TypedDict, total=False):
+    """Token counts, one entry per generation of the same input."""
+
+    input_tokens: list[int]
+    output_tokens: list[int]
+
+
+class GenerateOutput(TypedDict):
+    """What an LLM returns for one input.
+
+    ``generations`` holds ``num_generations`` texts; ``None`` where no text came back (refused,
+    filtered, or failed after retries, in which case ``error`` says why).
+    """
+
+    generations: list[str | None]
+    statistics: Statistics
+    error: NotRequired[str | None]
