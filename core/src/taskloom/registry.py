@@ -176,6 +176,8 @@ class Registry:
     def add_plugin(self, plugin: object, name: str, *, package: str | None = None, version: str = "") -> None:
         """Register a plugin object directly (built-ins, tests); errors propagate."""
         with self._lock:
+            if name != BUILTINS:
+                self._ensure_builtins()
             if name in self._records:
                 raise PluginError(f"A plugin named {name!r} is already registered.")
             record = PluginRecord(

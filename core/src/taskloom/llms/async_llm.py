@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from pydantic import Field, PrivateAttr
 
+from taskloom.component import RuntimeParameter
 from taskloom.errors import GenerationError
 from taskloom.llms.base import LLM
 from taskloom.typing import ChatType, GenerateOutput
@@ -70,7 +71,7 @@ class _LoopThread:
 class AsyncLLM(LLM):
     """An LLM whose subclasses implement only ``async agenerate`` for one input."""
 
-    max_concurrency: int = Field(
+    max_concurrency: RuntimeParameter[int] = Field(
         default=64, ge=1, description="Most requests in flight at once from one generate call."
     )
     _runner: _LoopThread | None = PrivateAttr(default=None)
@@ -102,7 +103,11 @@ class AsyncLLM(LLM):
     async def agenerate_batch(
         self, inputs: Sequence[ChatType], num_generations: int = 1, **kwargs: Any
     ) -> list[GenerateOutput]:
-        """Answer every input, at most ``max_concurrency`` at once, keeping the input order."""
+        """Answer every input, at most ``max_concurrency`` at once, keeping the input order.
+
+        ``generation_kwargs`` set on this LLM apply; ``kwargs`` given here override them.
+        """
+        kwargs = {**self.generation_kwargs, **kwargs}
         semaphore = asyncio.Semaphore(self.max_concurrency)
         return list(
             await asyncio.gather(*(self._one(semaphore, i, num_generations, kwargs) for i in inputs))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import inspect
 import re
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from functools import cache
 from typing import TYPE_CHECKING, Any
@@ -17,13 +16,6 @@ from pydantic import ConfigDict, Field
 
 from taskloom.component import Component, RuntimeParameter
 from taskloom.typing import ChatType, GenerateOutput
-
-# A subclass may declare ``model_name`` as a plain field; pydantic warns that it shadows the
-# base's slot, which is exactly the intent here.
-warnings.filterwarnings(
-    "ignore", message=r'Field name "model_name" in ".*" shadows an attribute in parent'
-)
-
 
 class _ModelNameSlot:
     """Placeholder for ``model_name`` that a field or a property in the subclass replaces.
@@ -34,7 +26,8 @@ class _ModelNameSlot:
 
     def __get__(self, obj: object, owner: type | None = None) -> Any:
         if obj is None:
-            return self
+            # Invisible on the class, so pydantic does not warn that a field shadows it.
+            raise AttributeError("model_name")
         raise NotImplementedError(
             f"{type(obj).__name__} must define model_name (a property or a field)."
         )

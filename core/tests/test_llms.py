@@ -1,0 +1,178 @@
+"""LLM and AsyncLLM: what a provider writes, and what it gets for free."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from taskloom import LLM, AsyncLLM, TextGeneration, load_llm
+from taskloom.testing import ScriptedAsyncLLM
+from taskloom.testing.conformance import LLMConformance
+from taskloom.typing import ChatType, GenerateOutput
+
+
+class Echo(LLM):
+    """A minimal sync LLM: only model_name and generate."""
+
+    @property
+    def model_name(self) -> str:
+        return "echo"
+
+    def generate(
+        self, inputs: list[ChatType], num_generations: int = 1, temperature: float = 1.0
+    ) -> list[GenerateOutput]:
+        """Echo the last message.
+
+        Args:
+            temperature: ignored, but listed as a generation kwarg.
+        """
+        return [
+            {"generations": [chat[-1]["content"]] * num_generations, "statistics": {}}
+            for chat in inputs
+        ]
+
+
+class Upper(AsyncLLM):
+    """A minimal async LLM: only model_name (as a field) and agenerate."""
+
+    model_name: str = "upper"
+    api_key: SecretStr | None = None
+
+    async def agenerate(
+        self, input: ChatType, num_generations: int = 1, max_new_tokens: int = 8
+    ) -> GenerateOutput:
+        await asyncio.sleep(0)
+        text = input[-1]["content"].upper()[:max_new_tokens]
+        return {
+            "generations": [text] * num_generations,
+            "statistics": {"input_tokens": [1] * num_generations, "output_tokens": [1] * num_generations},
+        }
+
+
+def test_minimal_sync_llm_runs_a_task() -> None:
+    task = TextGeneration(llm=Echo())
+    task.load()
+    assert next(task.process([{"instruction": "hi"}]))[0]["generation"] == "hi"
+
+
+def test_minimal_async_llm_runs_a_task_and_model_name_may_be_a_field() -> None:
+    task = TextGeneration(llm=Upper(), num_generations=2)
+    task.load()
+    rows = next(task.process([{"instruction": "hi"}, {"instruction": "yo"}]))
+    task.unload()
+    assert [r["generation"] for r in rows] == ["HI", "HI", "YO", "YO"]
+    assert Upper(model_name="other").model_name == "other"
+
+
+def test_llm_without_model_name_is_refused_at_construction() -> None:
+    class Nameless(LLM):
+        def generate(self, inputs: Any, num_generations: int = 1, **kwargs: Any) -> Any:
+            return []
+
+    with pytest.raises(TypeError, match="must define model_name"):
+        Nameless()
+
+
+def test_async_llm_without_agenerate_cannot_be_built() -> None:
+    class Incomplete(AsyncLLM):
+        model_name: str = "x"
+
+    with pytest.raises(TypeError, match="agenerate"):
+        Incomplete()  # type: ignore[abstract]
+
+
+def test_generation_kwargs_come_from_the_signature() -> None:
+    assert Echo().generation_parameters() == {"temperature": "ignored, but listed as a generation kwarg."}
+    assert list(Upper().generation_parameters()) == ["max_new_tokens"]
+    with pytest.raises(ValueError, match="top_k"):
+        Echo(generation_kwargs={"top_k": 3})
+
+
+def test_generation_kwargs_are_runtime_parameters() -> None:
+    llm = Upper()
+    llm.set_runtime_parameters({"generation_kwargs": {"max_new_tokens": 2}})
+    assert llm.generate([[{"role": "user", "content": "hello"}]])[0]["generations"] == ["HE"]
+    llm.set_runtime_parameters({"max_new_tokens": 3})  # a known kwarg may be given at top level
+    assert llm.generation_kwargs == {"max_new_tokens": 3}
+    with pytest.raises(ValueError, match="max_concurrency"):
+        llm.set_runtime_parameters({"nope": 1})
+    info = {p["name"]: p for p in llm.runtime_parameters_info()}
+    assert [k["name"] for k in info["generation_kwargs"]["keys"]] == ["max_new_tokens"]
+    llm.unload()
+
+
+def test_async_generate_is_bounded_by_max_concurrency_and_keeps_order() -> None:
+    llm = ScriptedAsyncLLM(reply=lambda chat, i: chat[-1]["content"], delay=0.01, max_concurrency=5)
+    inputs = [[{"role": "user", "content": str(i)}] for i in range(40)]
+    outputs = llm.generate(inputs)
+    llm.unload()
+    assert [o["generations"][0] for o in outputs] == [str(i) for i in range(40)]
+    assert llm.max_in_flight == 5
+
+
+def test_async_generate_runs_concurrently() -> None:
+    llm = ScriptedAsyncLLM(delay=0.2, max_concurrency=100)
+    import time
+
+    start = time.perf_counter()
+    llm.generate([[{"role": "user", "content": "x"}]] * 100)
+    elapsed = time.perf_counter() - start
+    llm.unload()
+    assert elapsed < 2.0, f"100 requests of 0.2 s with 100 in flight took {elapsed:.1f} s"
+    assert llm.max_in_flight == 100
+
+
+def test_sync_facade_works_inside_a_running_event_loop() -> None:
+    llm = Upper()
+
+    async def notebook_cell() -> list[GenerateOutput]:
+        return llm.generate([[{"role": "user", "content": "a"}]])
+
+    assert asyncio.run(notebook_cell())[0]["generations"] == ["A"]
+    # and again, reusing the same LLM loop after the caller's loop is gone
+    assert llm.generate([[{"role": "user", "content": "b"}]])[0]["generations"] == ["B"]
+    llm.unload()
+
+
+def test_unload_stops_the_loop_thread() -> None:
+    llm = Upper()
+    llm.generate([[{"role": "user", "content": "a"}]])
+    [thread] = [t for t in threading.enumerate() if t.name == "taskloom-Upper" and t.is_alive()]
+    llm.unload()
+    assert not thread.is_alive()
+
+
+def test_secret_fields_never_appear_in_dumps_or_reprs() -> None:
+    llm = Upper(api_key=SecretStr("sk-very-secret"))
+    shown = json.dumps(llm.dump()) + repr(llm) + str(llm)
+    assert "sk-very-secret" not in shown
+    assert "api_key" not in llm.dump()
+    task = TextGeneration(llm=llm)
+    assert "sk-very-secret" not in json.dumps(task.dump()) + repr(task)
+
+
+def test_llm_dump_round_trip_by_import_path() -> None:
+    llm = Upper(generation_kwargs={"max_new_tokens": 4}, max_concurrency=3)
+    data = llm.dump()
+    assert data["type"] == f"{__name__}:Upper"
+    assert load_llm(data) == llm
+    assert load_llm(json.dumps(data)) == llm
+
+
+class TestScriptedAsyncConformance(LLMConformance):
+    @pytest.fixture
+    def llm(self) -> LLM:
+        return ScriptedAsyncLLM(replies=["hello"])
+
+
+class TestUpperConformance(LLMConformance):
+    generation_kwargs = {"max_new_tokens": 4}
+
+    @pytest.fixture
+    def llm(self) -> LLM:
+        return Upper()

@@ -1,0 +1,219 @@
+"""Plugin loading through real entry points: lazy, isolated, conflict-checked, filterable."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import pytest
+
+import taskloom
+from taskloom import PluginConflictError, PluginError, UnknownNameError, get_llm, get_task
+from taskloom.cli import main
+from taskloom.registry import get_registry, list_llms, list_plugins, list_tasks
+from taskloom.testing import ScriptedLLM
+
+
+
+LLM_PLUGIN = """
+import taskloom
+from taskloom.testing import ScriptedLLM
+
+class {cls}(ScriptedLLM):
+    '''{doc}'''
+
+@taskloom.hookimpl
+def register_llms(register):
+    register("{name}", {cls})
+"""
+
+TASK_PLUGIN = """
+import taskloom
+from taskloom import TextGeneration
+
+class {cls}(TextGeneration):
+    '''{doc}'''
+
+@taskloom.hookimpl
+def register_tasks(register):
+    register("{name}", {cls})
+"""
+
+
+def llm_plugin(name: str, cls: str = "PluginLLM", doc: str = "An LLM from a plugin.") -> str:
+    return LLM_PLUGIN.format(name=name, cls=cls, doc=doc)
+
+
+def task_plugin(name: str, cls: str = "PluginTask", doc: str = "A task from a plugin.") -> str:
+    return TASK_PLUGIN.format(name=name, cls=cls, doc=doc)
+
+
+def test_plugin_llm_and_task_resolve_by_name(site: Any) -> None:
+    site.install("acme-llm", {"acme": "acme_llm"}, {"acme_llm": llm_plugin("acme")})
+    site.install("acme-tasks", {"acme-tasks": "acme_tasks"}, {"acme_tasks": task_plugin("shout")})
+    llm = get_llm("acme", replies=["hi"])
+    task = get_task("shout", llm=llm)
+    assert task.name == "shout"
+    task.load()
+    assert next(task.process([{"instruction": "x"}]))[0]["distilabel_metadata"]["raw_output_shout"] == "hi"
+
+
+def test_lookup_loads_only_the_entry_point_of_that_name(site: Any) -> None:
+    site.install("acme-llm", {"acme": "acme_llm"}, {"acme_llm": llm_plugin("acme")})
+    site.install("other", {"other": "other_plugin"}, {"other_plugin": llm_plugin("other")})
+    assert "acme_llm" not in sys.modules  # nothing is imported before a lookup
+    get_llm("acme")
+    assert "acme_llm" in sys.modules
+    assert "other_plugin" not in sys.modules
+    get_task("text-generation", llm=ScriptedLLM())  # built-ins need no plugin either
+    assert "other_plugin" not in sys.modules
+    assert "other" in list_llms()  # listing loads everything
+    assert "other_plugin" in sys.modules
+
+
+def test_broken_plugin_is_recorded_and_the_others_keep_working(site: Any, caplog) -> None:
+    site.install("broken-pkg", {"broken": "broken_plugin"}, {"broken_plugin": "import not_a_module_xyz\n"})
+    site.install("acme-llm", {"acme": "acme_llm"}, {"acme_llm": llm_plugin("acme")})
+    assert "acme" in list_llms()
+    [record] = [r for r in list_plugins() if r.name == "broken"]
+    assert record.status == "failed"
+    assert record.package == "broken-pkg" and record.version == "1.0"
+    assert "not_a_module_xyz" in (record.error or "")
+    assert "broken-pkg" in caplog.text
+    with pytest.raises(UnknownNameError) as caught:
+        get_llm("brokenllm")
+    assert "broken-pkg" in str(caught.value)  # the unknown-name error points at the broken plugin
+
+
+def test_strict_mode_turns_a_broken_plugin_into_an_error(site: Any, monkeypatch) -> None:
+    site.install("broken-pkg", {"broken": "broken_plugin"}, {"broken_plugin": "raise RuntimeError('boom')\n"})
+    monkeypatch.setenv("TASKLOOM_STRICT_PLUGINS", "1")
+    with pytest.raises(PluginError, match=r"broken-pkg 1\.0.*boom"):
+        list_llms()
+
+
+def test_two_packages_registering_one_name_is_an_error_naming_both(site: Any) -> None:
+    site.install("pkg-one", {"one": "plugin_one"}, {"plugin_one": llm_plugin("same", "One")})
+    two = llm_plugin("same", "Two") + "\n@taskloom.hookimpl\ndef register_tasks(register):\n" \
+        "    register('unique-task', taskloom.TextGeneration)\n"
+    site.install("pkg-two", {"two": "plugin_two"}, {"plugin_two": two})
+    assert "unique-task" in list_tasks()  # the rest of both packages still works
+    with pytest.raises(PluginConflictError) as caught:
+        get_llm("same")
+    message = str(caught.value)
+    assert "pkg-one 1.0" in message and "pkg-two 1.0" in message
+    assert "TASKLOOM_DISABLE_PLUGINS=one" in message and "TASKLOOM_DISABLE_PLUGINS=two" in message
+
+
+def test_a_plugin_may_not_take_a_builtin_name(site: Any) -> None:
+    site.install("squatter", {"squat": "squat_plugin"}, {"squat_plugin": task_plugin("text-generation")})
+    list_tasks()
+    with pytest.raises(PluginConflictError, match="squatter"):
+        get_task("text-generation", llm=ScriptedLLM())
+
+
+def test_deny_list_and_allow_list(site: Any, monkeypatch) -> None:
+    site.install("pkg-one", {"one": "plugin_one"}, {"plugin_one": llm_plugin("one")})
+    site.install("pkg-two", {"two": "plugin_two"}, {"plugin_two": llm_plugin("two", "Two")})
+    monkeypatch.setenv("TASKLOOM_DISABLE_PLUGINS", "two")
+    assert "one" in list_llms() and "two" not in list_llms()
+    assert {r.name: r.status for r in list_plugins()}["two"] == "disabled"
+    assert "plugin_two" not in sys.modules
+
+    taskloom.registry.set_registry(taskloom.registry.Registry())
+    monkeypatch.delenv("TASKLOOM_DISABLE_PLUGINS")
+    monkeypatch.setenv("TASKLOOM_PLUGINS", "two")
+    assert "two" in list_llms() and "one" not in list_llms()
+    assert "scripted" in list_llms()  # core's built-ins are not a plugin to filter
+
+
+def test_misspelled_hook_is_a_load_error_naming_the_plugin(site: Any, monkeypatch) -> None:
+    source = """
+import taskloom
+@taskloom.hookimpl
+def register_llm(register):
+    pass
+"""
+    site.install("typo-pkg", {"typo": "typo_plugin"}, {"typo_plugin": source})
+    [record] = [r for r in list_plugins() if r.name == "typo"]
+    assert record.status == "failed"
+    assert "register_llm" in (record.error or "") and "typo-pkg" in (record.error or "")
+    taskloom.registry.set_registry(taskloom.registry.Registry())
+    monkeypatch.setenv("TASKLOOM_STRICT_PLUGINS", "1")
+    with pytest.raises(PluginError, match="typo-pkg"):
+        list_llms()
+
+
+def test_plugin_requiring_another_core_version_is_refused(site: Any) -> None:
+    site.install("future-pkg", {"future": "future_plugin"}, {"future_plugin": llm_plugin("future")},
+                 requires="taskloom>=9")
+    assert "future" not in list_llms()
+    [record] = [r for r in list_plugins() if r.name == "future"]
+    assert record.status == "failed"
+    assert "requires taskloom>=9" in (record.error or "")
+    assert "future_plugin" not in sys.modules  # refused before its code ran
+
+
+def test_registering_something_that_is_not_a_task_is_refused(site: Any) -> None:
+    source = """
+import taskloom
+@taskloom.hookimpl
+def register_tasks(register):
+    register("nope", dict)
+"""
+    site.install("wrong-pkg", {"wrong": "wrong_plugin"}, {"wrong_plugin": source})
+    [record] = [r for r in list_plugins() if r.name == "wrong"]
+    assert "not a subclass of taskloom.Task" in (record.error or "")
+
+
+def test_unknown_name_lists_close_matches_and_installed_names() -> None:
+    with pytest.raises(UnknownNameError) as caught:
+        get_task("text-generaton")
+    message = str(caught.value)
+    assert "Did you mean: 'text-generation'" in message
+    assert "chat-generation" in message
+    assert isinstance(caught.value, LookupError)
+
+
+def test_builtins_are_registered_through_the_same_hooks() -> None:
+    [core] = [r for r in list_plugins() if r.name == "taskloom"]
+    assert core.status == "loaded"
+    assert "task:text-generation" in core.registered and "llm:scripted" in core.registered
+    assert get_registry().pm.get_plugin("taskloom") is not None
+
+
+def test_fixture_registers_a_plugin_for_one_test(taskloom_plugin) -> None:
+    class Plugin:
+        @taskloom.hookimpl
+        def register_tasks(self, register) -> None:
+            register("fixture-task", taskloom.TextGeneration, aliases=["ft"])
+
+    taskloom_plugin(Plugin(), name="fixture-plugin")
+    assert type(get_task("ft", llm=ScriptedLLM())) is taskloom.TextGeneration
+    assert "fixture-task" in list_tasks()
+
+
+def test_fixture_plugin_is_gone_after_its_test() -> None:
+    with pytest.raises(UnknownNameError):
+        get_task("fixture-task", llm=ScriptedLLM())
+
+
+def test_cli_lists_plugins_tasks_and_llms(site: Any, capsys) -> None:
+    site.install("acme-llm", {"acme": "acme_llm"}, {"acme_llm": llm_plugin("acme", doc="Acme's model.")})
+    site.install("broken-pkg", {"broken": "broken_plugin"}, {"broken_plugin": "import not_a_module_xyz\n"})
+    assert main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    assert "acme-llm" in out and "llm:acme" in out and "failed" in out and "not_a_module_xyz" in out
+    assert main(["plugins", "--json"]) == 0
+    records = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert records["acme"]["package"] == "acme-llm" and records["acme"]["registered"] == ["llm:acme"]
+    assert records["broken"]["status"] == "failed"
+    assert main(["llms"]) == 0
+    assert "Acme's model." in capsys.readouterr().out
+    assert main(["tasks", "--json"]) == 0
+    tasks = {t["name"]: t for t in json.loads(capsys.readouterr().out)}
+    assert tasks["text-generation"]["inputs"] == {"instruction": True, "system_prompt": False}
+    assert tasks["text-generation"]["outputs"] == {"generation": True, "model_name": True}
+    assert main(["tasks"]) == 0
+    assert "instruction, system_prompt?" in capsys.readouterr().out
