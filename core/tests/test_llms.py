@@ -31,10 +31,7 @@ class Echo(LLM):
         Args:
             temperature: ignored, but listed as a generation kwarg.
         """
-        return [
-            {"generations": [chat[-1]["content"]] * num_generations, "statistics": {}}
-            for chat in inputs
-        ]
+        return [{"generations": [chat[-1]["content"]] * num_generations, "statistics": {}} for chat in inputs]
 
 
 class Upper(AsyncLLM):
@@ -43,9 +40,7 @@ class Upper(AsyncLLM):
     model_name: str = "upper"
     api_key: SecretStr | None = None
 
-    async def agenerate(
-        self, input: ChatType, num_generations: int = 1, max_new_tokens: int = 8
-    ) -> GenerateOutput:
+    async def agenerate(self, input: ChatType, num_generations: int = 1, max_new_tokens: int = 8) -> GenerateOutput:
         await asyncio.sleep(0)
         text = input[-1]["content"].upper()[:max_new_tokens]
         return {

@@ -14,8 +14,6 @@ from taskloom.cli import main
 from taskloom.registry import get_registry, list_llms, list_plugins, list_tasks
 from taskloom.testing import ScriptedLLM
 
-
-
 LLM_PLUGIN = """
 import taskloom
 from taskloom.testing import ScriptedLLM
@@ -95,8 +93,10 @@ def test_strict_mode_turns_a_broken_plugin_into_an_error(site: Any, monkeypatch)
 
 def test_two_packages_registering_one_name_is_an_error_naming_both(site: Any) -> None:
     site.install("pkg-one", {"one": "plugin_one"}, {"plugin_one": llm_plugin("same", "One")})
-    two = llm_plugin("same", "Two") + "\n@taskloom.hookimpl\ndef register_tasks(register):\n" \
+    two = (
+        llm_plugin("same", "Two") + "\n@taskloom.hookimpl\ndef register_tasks(register):\n"
         "    register('unique-task', taskloom.TextGeneration)\n"
+    )
     site.install("pkg-two", {"two": "plugin_two"}, {"plugin_two": two})
     assert "unique-task" in list_tasks()  # the rest of both packages still works
     with pytest.raises(PluginConflictError) as caught:
@@ -146,8 +146,9 @@ def register_llm(register):
 
 
 def test_plugin_requiring_another_core_version_is_refused(site: Any) -> None:
-    site.install("future-pkg", {"future": "future_plugin"}, {"future_plugin": llm_plugin("future")},
-                 requires="taskloom>=9")
+    site.install(
+        "future-pkg", {"future": "future_plugin"}, {"future_plugin": llm_plugin("future")}, requires="taskloom>=9"
+    )
     assert "future" not in list_llms()
     [record] = [r for r in list_plugins() if r.name == "future"]
     assert record.status == "failed"

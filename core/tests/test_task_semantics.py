@@ -37,7 +37,9 @@ def test_standalone_text_generation_matches_the_spec_example() -> None:
         "model_name": "SmolLM2",
     }
     assert list(row["distilabel_metadata"]) == [
-        "raw_output_text-generation", "raw_input_text-generation", "statistics_text-generation",
+        "raw_output_text-generation",
+        "raw_input_text-generation",
+        "statistics_text-generation",
     ]
 
 
@@ -50,9 +52,7 @@ def test_num_generations_gives_one_row_per_generation() -> None:
 
 
 def test_group_generations_gives_lists_and_per_generation_metadata() -> None:
-    task = TextGeneration(
-        llm=ScriptedLLM(replies=["a", "b", "c"]), num_generations=3, group_generations=True
-    )
+    task = TextGeneration(llm=ScriptedLLM(replies=["a", "b", "c"]), num_generations=3, group_generations=True)
     [row] = run(task, [{"instruction": "x"}])
     assert row["generation"] == ["a", "b", "c"]
     assert row["model_name"] == "scripted"

@@ -63,7 +63,33 @@ _LAZY = {
     "GenerateOutput": "taskloom.typing",
 }
 
-__all__ = ["__version__", *_LAZY]
+__all__ = [
+    "LLM",
+    "AsyncLLM",
+    "ChatGeneration",
+    "ChatType",
+    "GenerateOutput",
+    "GenerationError",
+    "MissingColumnError",
+    "PluginConflictError",
+    "PluginError",
+    "RuntimeParameter",
+    "Step",
+    "Task",
+    "TaskloomError",
+    "TextGeneration",
+    "UnknownNameError",
+    "__version__",
+    "get_llm",
+    "get_task",
+    "hookimpl",
+    "list_llms",
+    "list_plugins",
+    "list_tasks",
+    "load_llm",
+    "load_task",
+    "task",
+]
 
 
 def __getattr__(name: str) -> Any:

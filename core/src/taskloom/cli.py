@@ -58,10 +58,7 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([vars(r) for r in records], indent=2))
         return 0
-    rows = [
-        [r.name, r.package, r.version, r.status, ", ".join(r.registered) or "-"]
-        for r in records
-    ]
+    rows = [[r.name, r.package, r.version, r.status, ", ".join(r.registered) or "-"] for r in records]
     print(_table(rows, ["PLUGIN", "PACKAGE", "VERSION", "STATUS", "REGISTERS"]))
     failed = [r for r in records if r.error]
     for record in failed:
@@ -91,9 +88,7 @@ def _cmd_list(kind: str, args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="taskloom", description="Generate and judge data with LLMs."
-    )
+    parser = argparse.ArgumentParser(prog="taskloom", description="Generate and judge data with LLMs.")
     parser.add_argument("--version", action="version", version=f"taskloom {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 

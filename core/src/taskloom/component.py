@@ -92,8 +92,7 @@ class Component(BaseModel):
         for key, value in parameters.items():
             if key not in allowed:
                 raise ValueError(
-                    f"{type(self).__name__} has no runtime parameter {key!r}; "
-                    f"its runtime parameters are {allowed}."
+                    f"{type(self).__name__} has no runtime parameter {key!r}; its runtime parameters are {allowed}."
                 )
             setattr(self, key, value)
 
@@ -101,11 +100,7 @@ class Component(BaseModel):
 
     @classmethod
     def _dump_exclusions(cls) -> set[str]:
-        return {
-            name
-            for name, field in cls.model_fields.items()
-            if field.exclude or _is_secret(field.annotation)
-        }
+        return {name for name, field in cls.model_fields.items() if field.exclude or _is_secret(field.annotation)}
 
     def dump(self) -> dict[str, Any]:
         """Plain JSON-ready data naming the class, without secrets; ``load_*`` rebuilds it."""

@@ -32,17 +32,13 @@ class UnknownNameError(TaskloomError, LookupError):
         lines = [f"No {kind} named {name!r} is installed."]
         if close:
             lines.append("Did you mean: " + ", ".join(repr(c) for c in close) + "?")
-        lines.append(
-            f"Installed {kind}s: " + (", ".join(self.installed) if self.installed else "(none)")
-        )
+        lines.append(f"Installed {kind}s: " + (", ".join(self.installed) if self.installed else "(none)"))
         if broken:
             lines.append(
                 "Some plugins failed to load and may be the ones you want "
                 "(see `taskloom plugins`): " + "; ".join(broken)
             )
-        lines.append(
-            f"Install the package that provides {name!r}, or check the spelling."
-        )
+        lines.append(f"Install the package that provides {name!r}, or check the spelling.")
         super().__init__("\n".join(lines))
 
 

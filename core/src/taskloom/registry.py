@@ -170,7 +170,9 @@ class Registry:
             logger.warning(
                 "Plugin %s failed to load and is skipped (%s). Other plugins are unaffected; "
                 "see `taskloom plugins`, or set TASKLOOM_DISABLE_PLUGINS=%s.",
-                record.label(), record.error, ep.name,
+                record.label(),
+                record.error,
+                ep.name,
             )
 
     def add_plugin(self, plugin: object, name: str, *, package: str | None = None, version: str = "") -> None:
@@ -180,9 +182,7 @@ class Registry:
                 self._ensure_builtins()
             if name in self._records:
                 raise PluginError(f"A plugin named {name!r} is already registered.")
-            record = PluginRecord(
-                name=name, package=package or name, version=version, target=repr(plugin)
-            )
+            record = PluginRecord(name=name, package=package or name, version=version, target=repr(plugin))
             self._records[name] = record
             try:
                 self._add(plugin, record)
@@ -228,7 +228,10 @@ class Registry:
                     table[name] = reg
                     continue
                 conflict = PluginConflictError(
-                    reg.kind, name, existing.origin(), reg.origin(),
+                    reg.kind,
+                    name,
+                    existing.origin(),
+                    reg.origin(),
                     disable=[p for p in (existing.plugin, reg.plugin) if p != BUILTINS],
                 )
                 if plugins.strict():

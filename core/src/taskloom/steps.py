@@ -49,9 +49,7 @@ class Step(Component, ABC):
         if not self.name:
             cls = type(self)
             # Bypass validate_assignment: this runs inside validation already.
-            self.__dict__["name"] = (
-                cls.own_registry_name() or cls.default_name or kebab_case(cls.__name__)
-            )
+            self.__dict__["name"] = cls.own_registry_name() or cls.default_name or kebab_case(cls.__name__)
         return self
 
     @property

@@ -17,9 +17,7 @@ def _environment() -> jinja2.Environment:
     import jinja2
 
     # StrictUndefined: a typo in a template is an error, not an empty string sent to a paid API.
-    return jinja2.Environment(
-        undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False
-    )
+    return jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
 
 
 @cache

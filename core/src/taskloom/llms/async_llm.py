@@ -51,8 +51,7 @@ class _LoopThread:
         if threading.current_thread() is self.thread:
             coro.close()
             raise RuntimeError(
-                "generate() was called from inside this LLM's own event loop; "
-                "await agenerate_batch() there instead."
+                "generate() was called from inside this LLM's own event loop; await agenerate_batch() there instead."
             )
         future = asyncio.run_coroutine_threadsafe(coro, self.loop)
         try:
@@ -78,9 +77,7 @@ class AsyncLLM(LLM):
     _runner_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     @abstractmethod
-    async def agenerate(
-        self, input: ChatType, num_generations: int = 1, **kwargs: Any
-    ) -> GenerateOutput:
+    async def agenerate(self, input: ChatType, num_generations: int = 1, **kwargs: Any) -> GenerateOutput:
         """Answer one chat input ``num_generations`` times.
 
         Raise :class:`~taskloom.errors.GenerationError` for a failure that belongs to this input
@@ -109,13 +106,9 @@ class AsyncLLM(LLM):
         """
         kwargs = {**self.generation_kwargs, **kwargs}
         semaphore = asyncio.Semaphore(self.max_concurrency)
-        return list(
-            await asyncio.gather(*(self._one(semaphore, i, num_generations, kwargs) for i in inputs))
-        )
+        return list(await asyncio.gather(*(self._one(semaphore, i, num_generations, kwargs) for i in inputs)))
 
-    def generate(
-        self, inputs: Sequence[ChatType], num_generations: int = 1, **kwargs: Any
-    ) -> list[GenerateOutput]:
+    def generate(self, inputs: Sequence[ChatType], num_generations: int = 1, **kwargs: Any) -> list[GenerateOutput]:
         return self.run_sync(self.agenerate_batch(inputs, num_generations, **kwargs))
 
     def run_sync(self, coro: Coroutine[Any, Any, R]) -> R:

@@ -17,6 +17,7 @@ from pydantic import ConfigDict, Field
 from taskloom.component import Component, RuntimeParameter
 from taskloom.typing import ChatType, GenerateOutput
 
+
 class _ModelNameSlot:
     """Placeholder for ``model_name`` that a field or a property in the subclass replaces.
 
@@ -28,9 +29,7 @@ class _ModelNameSlot:
         if obj is None:
             # Invisible on the class, so pydantic does not warn that a field shadows it.
             raise AttributeError("model_name")
-        raise NotImplementedError(
-            f"{type(obj).__name__} must define model_name (a property or a field)."
-        )
+        raise NotImplementedError(f"{type(obj).__name__} must define model_name (a property or a field).")
 
 
 _POSITIONAL = {"self", "inputs", "input", "num_generations"}
@@ -41,9 +40,7 @@ def _generation_signature(func: Callable[..., Any]) -> tuple[dict[str, inspect.P
     """Keyword parameters of a generate method, and whether it also takes ``**kwargs``."""
     params = inspect.signature(func).parameters
     named = {
-        n: p
-        for n, p in params.items()
-        if n not in _POSITIONAL and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        n: p for n, p in params.items() if n not in _POSITIONAL and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
     }
     open_ended = any(p.kind is p.VAR_KEYWORD for p in params.values())
     return named, open_ended
@@ -98,9 +95,7 @@ class LLM(Component):
     def unload(self) -> None:
         """Release what ``load`` acquired."""
 
-    def generate(
-        self, inputs: Sequence[ChatType], num_generations: int = 1, **kwargs: Any
-    ) -> list[GenerateOutput]:
+    def generate(self, inputs: Sequence[ChatType], num_generations: int = 1, **kwargs: Any) -> list[GenerateOutput]:
         """Answer every chat input ``num_generations`` times; one output per input, in order."""
         raise NotImplementedError(f"{type(self).__name__} must implement generate().")
 
@@ -121,8 +116,7 @@ class LLM(Component):
         unknown = [k for k in kwargs if k not in named]
         if unknown and not open_ended:
             raise ValueError(
-                f"{type(self).__name__} does not accept the generation kwarg(s) {unknown}; "
-                f"it accepts {sorted(named)}."
+                f"{type(self).__name__} does not accept the generation kwarg(s) {unknown}; it accepts {sorted(named)}."
             )
 
     def runtime_parameters_info(self) -> list[dict[str, Any]]:

@@ -34,9 +34,7 @@ class Task(Step):
     """
 
     llm: LLM = Field(description="The LLM that generates this task's outputs.")
-    num_generations: RuntimeParameter[int] = Field(
-        default=1, ge=1, description="Number of generations per input row."
-    )
+    num_generations: RuntimeParameter[int] = Field(default=1, ge=1, description="Number of generations per input row.")
     group_generations: bool = Field(
         default=False,
         description="One row per input with list columns, instead of one row per generation.",
@@ -103,14 +101,10 @@ class Task(Step):
     def process(self, inputs: list[Row]) -> Iterator[list[Row]]:
         rows = list(inputs)
         formatted = self.format_inputs(rows)
-        outputs = self.llm.generate(
-            formatted, num_generations=self.num_generations, **self.llm.generation_kwargs
-        )
+        outputs = self.llm.generate(formatted, num_generations=self.num_generations, **self.llm.generation_kwargs)
         yield self.build_rows(rows, formatted, outputs)
 
-    def build_rows(
-        self, rows: list[Row], formatted: list[ChatType], outputs: list[GenerateOutput]
-    ) -> list[Row]:
+    def build_rows(self, rows: list[Row], formatted: list[ChatType], outputs: list[GenerateOutput]) -> list[Row]:
         """Combine inputs and LLM outputs into output rows, as the task spec says."""
         if len(outputs) != len(rows):
             raise TaskloomError(
@@ -167,7 +161,11 @@ class Task(Step):
             logger.warning(
                 "Task %r could not parse a generation (%s: %s); its output columns are None and "
                 "the raw text is kept in %s[%r].",
-                self.name, type(error).__name__, error, METADATA, raw_key,
+                self.name,
+                type(error).__name__,
+                error,
+                METADATA,
+                raw_key,
             )
             meta[raw_key] = text  # the only copy of what was paid for, whatever add_raw_output says
             return dict.fromkeys(self.output_columns())

@@ -58,12 +58,12 @@ class FunctionTask(Task):
         if isinstance(value, dict):
             unknown = set(value) - set(self.output_columns_)
             if unknown:
-                raise ValueError(f"parser returned columns {sorted(unknown)} not in outputs {list(self.output_columns_)}")
+                raise ValueError(
+                    f"parser returned columns {sorted(unknown)} that are not in outputs {list(self.output_columns_)}"
+                )
             return value
         if len(self.output_columns_) != 1:
-            raise TypeError(
-                f"the parser of task {self.name!r} must return a dict with {list(self.output_columns_)}"
-            )
+            raise TypeError(f"the parser of task {self.name!r} must return a dict with {list(self.output_columns_)}")
         return {self.output_columns_[0]: value}
 
 
@@ -92,7 +92,8 @@ def task(
             raise ValueError("a task needs at least one output column.")
         compile_template(template)  # fail at definition time on a broken template
         positional = [
-            p for p in inspect.signature(parser).parameters.values()
+            p
+            for p in inspect.signature(parser).parameters.values()
             if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
         ]
         namespace: dict[str, Any] = {

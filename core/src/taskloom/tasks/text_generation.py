@@ -23,9 +23,7 @@ class TextGeneration(Task):
 
     registry_name: ClassVar[str | None] = "text-generation"
 
-    system_prompt: str | None = Field(
-        default=None, description="System message sent before every prompt."
-    )
+    system_prompt: str | None = Field(default=None, description="System message sent before every prompt.")
     template: str | None = Field(
         default=None,
         description="Jinja2 template for the user message; its variables are row columns.",
@@ -46,9 +44,7 @@ class TextGeneration(Task):
             self.__dict__["columns"] = variables
         unknown = sorted(set(variables) - set(self.columns))
         if unknown:
-            raise ValueError(
-                f"the template uses {unknown}, which are not in columns={self.columns}."
-            )
+            raise ValueError(f"the template uses {unknown}, which are not in columns={self.columns}.")
         return self
 
     @property
@@ -65,8 +61,7 @@ class TextGeneration(Task):
             content = input[column]
             if not isinstance(content, str):
                 raise ValueError(
-                    f"task {self.name!r}: column {column!r} must be a string, "
-                    f"got {type(content).__name__}."
+                    f"task {self.name!r}: column {column!r} must be a string, got {type(content).__name__}."
                 )
         else:
             content = compile_template(self.template).render(input)

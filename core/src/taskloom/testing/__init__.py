@@ -6,4 +6,4 @@ when taskloom is installed. Conformance suites live in :mod:`taskloom.testing.co
 
 from taskloom.testing.scripted import ScriptedAsyncLLM, ScriptedLLM
 
-__all__ = ["ScriptedLLM", "ScriptedAsyncLLM"]
+__all__ = ["ScriptedAsyncLLM", "ScriptedLLM"]

@@ -108,9 +108,7 @@ class LLMConformance:
     def test_async_batch(self, loaded_llm: LLM) -> None:
         if not isinstance(loaded_llm, AsyncLLM):
             pytest.skip("not an AsyncLLM")
-        outputs = loaded_llm.run_sync(
-            loaded_llm.agenerate_batch([self.chat, self.chat], 1, **self.generation_kwargs)
-        )
+        outputs = loaded_llm.run_sync(loaded_llm.agenerate_batch([self.chat, self.chat], 1, **self.generation_kwargs))
         assert len(outputs) == 2
 
     def test_generation_kwargs_are_runtime_parameters(self, llm: LLM) -> None:

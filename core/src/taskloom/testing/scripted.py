@@ -97,9 +97,7 @@ class ScriptedLLM(_ScriptedMixin, LLM):
     def model_name(self) -> str:
         return self.model
 
-    def generate(
-        self, inputs: Sequence[ChatType], num_generations: int = 1, **kwargs: Any
-    ) -> list[GenerateOutput]:
+    def generate(self, inputs: Sequence[ChatType], num_generations: int = 1, **kwargs: Any) -> list[GenerateOutput]:
         return [self._answer(chat, num_generations, kwargs) for chat in inputs]
 
 
@@ -127,9 +125,7 @@ class ScriptedAsyncLLM(_ScriptedMixin, AsyncLLM):
         """The most requests that were ever in flight at once."""
         return self._max_in_flight
 
-    async def agenerate(
-        self, input: ChatType, num_generations: int = 1, **kwargs: Any
-    ) -> GenerateOutput:
+    async def agenerate(self, input: ChatType, num_generations: int = 1, **kwargs: Any) -> GenerateOutput:
         self._in_flight += 1
         self._max_in_flight = max(self._max_in_flight, self._in_flight)
         try:
@@ -140,4 +136,4 @@ class ScriptedAsyncLLM(_ScriptedMixin, AsyncLLM):
             self._in_flight -= 1
 
 
-__all__ = ["ScriptedLLM", "ScriptedAsyncLLM", "GenerationError"]
+__all__ = ["GenerationError", "ScriptedAsyncLLM", "ScriptedLLM"]
