@@ -333,12 +333,12 @@ def get_task_class(name: str) -> type[Task]:
     return cls
 
 
-def get_llm(name: str, **fields: Any) -> LLM:
+def get_llm(name: str, /, **fields: Any) -> LLM:
     """Build the LLM registered as ``name``: ``get_llm("openai", model="gpt-4o-mini")``."""
     return get_llm_class(name)(**fields)
 
 
-def get_task(name: str, **fields: Any) -> Task:
+def get_task(name: str, /, **fields: Any) -> Task:
     """Build the task registered as ``name``: ``get_task("text-generation", llm=...)``."""
     return get_task_class(name)(**fields)
 

@@ -42,30 +42,46 @@ class _ScriptedMixin:
     reply: ReplyFunction | None
     _script: _Script
 
-    def _next(self, chat: ChatType, index: int) -> Reply:
+    def _replies(self, script: _Script) -> Callable[[ChatType, int], Reply]:
+        """The reply source for one batch; private attributes are looked up once, not per row."""
         if self.reply is not None:
-            return self.reply(chat, index)
-        with self._script.lock:
-            if self._script.cycle is None:
-                self._script.cycle = itertools.cycle(self.replies or ["ok"])
-            return next(self._script.cycle)
+            return self.reply
+        with script.lock:
+            if script.cycle is None:
+                script.cycle = itertools.cycle(self.replies or ["ok"])
+        cycle = script.cycle
 
-    def _answer(self, chat: ChatType, num_generations: int, kwargs: dict[str, Any]) -> GenerateOutput:
-        self._script.calls.append({"input": chat, "num_generations": num_generations, "kwargs": kwargs})
-        prompt_tokens = sum(_count_tokens(m["content"]) for m in chat)
-        texts: list[str | None] = []
-        for index in range(num_generations):
-            reply = self._next(chat, index)
-            if isinstance(reply, BaseException):
-                raise reply
-            texts.append(reply)
-        return {
-            "generations": texts,
-            "statistics": {
-                "input_tokens": [prompt_tokens] * num_generations,
-                "output_tokens": [0 if t is None else _count_tokens(t) for t in texts],
-            },
-        }
+        def from_list(chat: ChatType, index: int) -> Reply:
+            with script.lock:
+                return next(cycle)
+
+        return from_list
+
+    def _answer_all(
+        self, inputs: Sequence[ChatType], num_generations: int, kwargs: dict[str, Any]
+    ) -> list[GenerateOutput]:
+        script = self._script
+        next_reply = self._replies(script)
+        outputs: list[GenerateOutput] = []
+        for chat in inputs:
+            script.calls.append({"input": chat, "num_generations": num_generations, "kwargs": kwargs})
+            prompt_tokens = sum(_count_tokens(m["content"]) for m in chat)
+            texts: list[str | None] = []
+            for index in range(num_generations):
+                reply = next_reply(chat, index)
+                if isinstance(reply, BaseException):
+                    raise reply
+                texts.append(reply)
+            outputs.append(
+                {
+                    "generations": texts,
+                    "statistics": {
+                        "input_tokens": [prompt_tokens] * num_generations,
+                        "output_tokens": [0 if t is None else _count_tokens(t) for t in texts],
+                    },
+                }
+            )
+        return outputs
 
     @property
     def calls(self) -> list[dict[str, Any]]:
@@ -98,7 +114,7 @@ class ScriptedLLM(_ScriptedMixin, LLM):
         return self.model
 
     def generate(self, inputs: Sequence[ChatType], num_generations: int = 1, **kwargs: Any) -> list[GenerateOutput]:
-        return [self._answer(chat, num_generations, kwargs) for chat in inputs]
+        return self._answer_all(inputs, num_generations, kwargs)
 
 
 class ScriptedAsyncLLM(_ScriptedMixin, AsyncLLM):
@@ -131,7 +147,7 @@ class ScriptedAsyncLLM(_ScriptedMixin, AsyncLLM):
         try:
             if self.delay:
                 await asyncio.sleep(self.delay)
-            return self._answer(input, num_generations, kwargs)
+            return self._answer_all([input], num_generations, kwargs)[0]
         finally:
             self._in_flight -= 1
 

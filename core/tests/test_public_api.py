@@ -1,0 +1,50 @@
+"""The names users import from ``taskloom``, resolved lazily."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+import taskloom
+from taskloom import TextGeneration
+from taskloom.testing import ScriptedLLM
+from taskloom.testing.conformance import TaskConformance
+
+PUBLIC = ["Step", "Task", "LLM", "AsyncLLM", "get_task", "get_llm", "list_tasks", "list_llms", "load_task", "hookimpl"]
+
+
+def test_public_names_resolve() -> None:
+    for name in PUBLIC:
+        assert getattr(taskloom, name) is not None
+    assert set(taskloom.__all__) == {*taskloom._LAZY, "__version__"}
+    assert sorted(dir(taskloom)) == sorted(taskloom.__all__)
+    with pytest.raises(AttributeError):
+        taskloom.nope  # noqa: B018
+
+
+def test_import_loads_no_plugin_and_no_heavy_module() -> None:
+    code = "import sys, taskloom; print(sorted(m for m in sys.modules if m.split('.')[0] in " \
+        "{'pydantic', 'pluggy', 'jinja2', 'openai', 'anthropic', 'llama_cpp'} or m.startswith('taskloom_')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+class TestTextGenerationConformance(TaskConformance):
+    rows = [{"instruction": "What is 2+2?"}, {"instruction": "Name a colour.", "system_prompt": "Be brief."}]
+
+    @pytest.fixture
+    def task(self) -> TextGeneration:
+        return TextGeneration(llm=ScriptedLLM())
+
+
+class TestChatGenerationConformance(TaskConformance):
+    rows = [
+        {"messages": [{"role": "user", "content": "Hi"}]},
+        {"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "Yo"}]},
+    ]
+
+    @pytest.fixture
+    def task(self) -> taskloom.Task:
+        return taskloom.get_task("chat-generation", llm=ScriptedLLM())
