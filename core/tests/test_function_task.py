@@ -47,9 +47,7 @@ def test_parser_with_row_dict_result_system_template_and_failure() -> None:
     assert t.name == "grader"
     assert sorted(t.inputs) == ["answer", "question", "topic"]
     t.load()
-    rows = next(
-        t.process([{"answer": "Paris", "question": "Capital of France?", "topic": "geography"}] * 2)
-    )
+    rows = next(t.process([{"answer": "Paris", "question": "Capital of France?", "topic": "geography"}] * 2))
     assert rows[0]["score"] == 4 and rows[0]["reason"] == "clear and right"
     assert rows[0]["distilabel_metadata"]["raw_input_grader"][0] == {
         "role": "system",

@@ -25,8 +25,10 @@ def test_public_names_resolve() -> None:
 
 
 def test_import_loads_no_plugin_and_no_heavy_module() -> None:
-    code = "import sys, taskloom; print(sorted(m for m in sys.modules if m.split('.')[0] in " \
+    code = (
+        "import sys, taskloom; print(sorted(m for m in sys.modules if m.split('.')[0] in "
         "{'pydantic', 'pluggy', 'jinja2', 'openai', 'anthropic', 'llama_cpp'} or m.startswith('taskloom_')))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

@@ -251,3 +251,16 @@ def test_process_is_a_generator_of_batches() -> None:
     task = TextGeneration(llm=ScriptedLLM())
     batches = list(task.process([{"instruction": "x"}]))
     assert len(batches) == 1 and len(batches[0]) == 1
+
+
+def test_input_and_output_mappings() -> None:
+    task = TextGeneration(
+        llm=ScriptedLLM(replies=["a"]),
+        input_mappings={"instruction": "prompt"},
+        output_mappings={"generation": "answer"},
+    )
+    [row] = run(task, [{"prompt": "q", "id": 1}])
+    assert row["prompt"] == "q" and row["answer"] == "a" and row["id"] == 1
+    assert "instruction" not in row and "generation" not in row
+    with pytest.raises(MissingColumnError, match="'prompt'"):
+        run(task, [{"instruction": "q"}])

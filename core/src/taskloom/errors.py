@@ -62,15 +62,19 @@ class PluginConflictError(PluginError):
 class MissingColumnError(TaskloomError, ValueError):
     """A row lacks a column that a step requires."""
 
-    def __init__(self, step: str, column: str, row_columns: Iterable[str], row_index: int) -> None:
+    def __init__(
+        self, step: str, column: str, row_columns: Iterable[str], row_index: int, input_name: str | None = None
+    ) -> None:
         self.step = step
         self.column = column
         self.row_columns = sorted(row_columns)
         self.row_index = row_index
+        own = input_name or column
+        mapped = f" (mapped to its input {own!r})" if own != column else ""
         super().__init__(
-            f"Step {step!r} requires the column {column!r}, but row {row_index} has only "
-            f"{self.row_columns}. Add the column to your data, or map an existing column "
-            f"onto it with input_mappings={{{column!r}: '<your column>'}}."
+            f"Step {step!r} requires the column {column!r}{mapped}, but row {row_index} has only "
+            f"{self.row_columns}. Add the column to your data, or read the input from another "
+            f"column with input_mappings={{{own!r}: '<your column>'}}."
         )
 
 

@@ -44,6 +44,15 @@ class Step(Component, ABC):
         description="Unique name of the step; defaults to the registry name of its class.",
     )
 
+    input_mappings: dict[str, str] = Field(
+        default_factory=dict,
+        description="Read a step input from another column: {'instruction': 'prompt'}.",
+    )
+    output_mappings: dict[str, str] = Field(
+        default_factory=dict,
+        description="Write a step output under another name: {'generation': 'answer'}.",
+    )
+
     @model_validator(mode="after")
     def _fill_name(self) -> Step:
         if not self.name:
@@ -67,13 +76,39 @@ class Step(Component, ABC):
 
     def check_columns(self, rows: Sequence[Row]) -> None:
         """Raise :class:`MissingColumnError` for the first row that lacks a required column."""
-        required = self.required_inputs()
+        required = [(self.input_mappings.get(c, c), c) for c in self.required_inputs()]
         if not required:
             return
         for index, row in enumerate(rows):
-            missing = [c for c in required if c not in row]
-            if missing:
-                raise MissingColumnError(self.name, missing[0], row.keys(), index)
+            for column, own in required:
+                if column not in row:
+                    raise MissingColumnError(self.name, column, row.keys(), index, input_name=own)
+
+    def map_inputs(self, rows: list[Row]) -> list[Row]:
+        """Rows as the step sees them: mapped columns under the step's own input names."""
+        if not self.input_mappings:
+            return rows
+        pairs = list(self.input_mappings.items())
+        mapped = []
+        for row in rows:
+            view = dict(row)
+            for own, source in pairs:
+                if source in view:
+                    view[own] = view.pop(source)
+            mapped.append(view)
+        return mapped
+
+    def map_outputs(self, rows: list[Row]) -> list[Row]:
+        """Undo ``map_inputs`` and rename outputs per ``output_mappings``, in place."""
+        renames = [(own, source) for own, source in self.input_mappings.items()]
+        renames += list(self.output_mappings.items())
+        if not renames:
+            return rows
+        for row in rows:
+            for old, new in renames:
+                if old in row:
+                    row[new] = row.pop(old)
+        return rows
 
     def load(self) -> None:
         """Acquire what ``process`` needs (models, clients). Called once before processing."""

@@ -87,8 +87,7 @@ class Task(Step):
     # -- processing --------------------------------------------------------------------------
 
     def format_inputs(self, rows: list[Row]) -> list[ChatType]:
-        """Format every row, after checking that every row has the required columns."""
-        self.check_columns(rows)
+        """Format every (already mapped and checked) row into a chat."""
         formatted = []
         for index, row in enumerate(rows):
             try:
@@ -99,10 +98,11 @@ class Task(Step):
         return formatted
 
     def process(self, inputs: list[Row]) -> Iterator[list[Row]]:
-        rows = list(inputs)
+        self.check_columns(inputs)
+        rows = self.map_inputs(list(inputs))
         formatted = self.format_inputs(rows)
         outputs = self.llm.generate(formatted, num_generations=self.num_generations, **self.llm.generation_kwargs)
-        yield self.build_rows(rows, formatted, outputs)
+        yield self.map_outputs(self.build_rows(rows, formatted, outputs))
 
     def build_rows(self, rows: list[Row], formatted: list[ChatType], outputs: list[GenerateOutput]) -> list[Row]:
         """Combine inputs and LLM outputs into output rows, as the task spec says."""
