@@ -151,6 +151,12 @@ def test_secret_fields_never_appear_in_dumps_or_reprs() -> None:
     assert "sk-very-secret" not in json.dumps(task.dump()) + repr(task)
 
 
+def test_validation_errors_do_not_echo_secrets() -> None:
+    with pytest.raises(ValueError, match="apikey") as caught:
+        Upper(apikey="sk-typo-secret")
+    assert "sk-typo-secret" not in str(caught.value)
+
+
 def test_llm_dump_round_trip_by_import_path() -> None:
     llm = Upper(generation_kwargs={"max_new_tokens": 4}, max_concurrency=3)
     data = llm.dump()

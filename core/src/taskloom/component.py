@@ -49,6 +49,8 @@ class Component(BaseModel):
         validate_assignment=True,
         extra="forbid",
         protected_namespaces=(),
+        # A mistyped field name (``apikey=...``) must not echo the secret in the error.
+        hide_input_in_errors=True,
     )
 
     registry_name: ClassVar[str | None] = None
