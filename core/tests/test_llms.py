@@ -151,6 +151,20 @@ def test_secret_fields_never_appear_in_dumps_or_reprs() -> None:
     assert "sk-very-secret" not in json.dumps(task.dump()) + repr(task)
 
 
+def test_async_llm_in_use_can_be_copied_and_pickled() -> None:
+    import copy
+    import pickle
+
+    llm = Upper(max_concurrency=3)
+    chat = [[{"role": "user", "content": "a"}]]
+    llm.generate(chat)
+    for clone in (copy.deepcopy(llm), pickle.loads(pickle.dumps(llm)), llm.model_copy(deep=True)):
+        assert clone == llm
+        assert clone.generate(chat)[0]["generations"] == ["A"]
+        clone.unload()
+    llm.unload()
+
+
 def test_validation_errors_do_not_echo_secrets() -> None:
     with pytest.raises(ValueError, match="apikey") as caught:
         Upper(apikey="sk-typo-secret")

@@ -27,6 +27,7 @@ from taskloom.typing import ChatType, GenerateOutput
 logger = logging.getLogger("taskloom.llms")
 
 R = TypeVar("R")
+_RUNNER_LOCK = threading.Lock()
 
 
 def failed_output(num_generations: int, error: BaseException | str) -> GenerateOutput:
@@ -60,6 +61,13 @@ class _LoopThread:
             future.cancel()
             raise
 
+    # A copied or pickled LLM (model_copy, Ray) starts its own loop when it first needs one.
+    def __deepcopy__(self, memo: dict[int, Any]) -> None:
+        return None
+
+    def __reduce__(self) -> tuple[type[None], tuple[()]]:
+        return (type(None), ())
+
     def close(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=10)
@@ -74,7 +82,6 @@ class AsyncLLM(LLM):
         default=64, ge=1, description="Most requests in flight at once from one generate call."
     )
     _runner: _LoopThread | None = PrivateAttr(default=None)
-    _runner_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     @abstractmethod
     async def agenerate(self, input: ChatType, num_generations: int = 1, **kwargs: Any) -> GenerateOutput:
@@ -113,14 +120,14 @@ class AsyncLLM(LLM):
 
     def run_sync(self, coro: Coroutine[Any, Any, R]) -> R:
         """Run a coroutine on this LLM's loop from sync code and return its result."""
-        with self._runner_lock:
+        with _RUNNER_LOCK:
             if self._runner is None:
                 self._runner = _LoopThread(f"taskloom-{type(self).__name__}")
             runner = self._runner
         return runner.run(coro)
 
     def unload(self) -> None:
-        with self._runner_lock:
+        with _RUNNER_LOCK:
             runner, self._runner = self._runner, None
         if runner is not None:
             runner.close()
