@@ -1,0 +1,73 @@
+"""Run every benchmark and print a summary of the figures against their targets.
+
+    .venv/bin/python bench/run.py
+
+Exits 0 even when a target is missed (a benchmark is a measurement, not a test); a missed
+target is printed as MISSED.
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+
+import import_time
+import task_overhead
+
+
+def main() -> int:
+    print(f"Python {platform.python_version()} on {platform.platform()}\n")
+    imports = import_time.measure()
+    import_time.report(imports)
+    print()
+    overhead = task_overhead.measure()
+    task_overhead.report(overhead)
+
+    def status(ok: bool) -> str:
+        return "ok" if ok else "MISSED"
+
+    medians = imports["median_s"]
+    rows = [
+        (
+            "import taskloom / import pydantic",
+            f"{medians['taskloom'] * 1e3:.1f} / {medians['pydantic'] * 1e3:.1f} ms "
+            f"= {imports['ratio']:.2f}x",
+            f"<= {imports['target_ratio']}x",
+            status(imports["ratio_met"]),
+        ),
+        (
+            "import taskloom loads no plugin/SDK",
+            "clean" if imports["clean"] else ", ".join(imports["leaked_plugins"] + imports["leaked_modules"]),
+            "clean",
+            status(imports["clean"]),
+        ),
+        (
+            "text-generation, scripted LLM",
+            f"{overhead['us_per_row']:.2f} us/row ({overhead['ratio']:.1f}x plain Python)",
+            f"<= {overhead['target_us_per_row']:.0f} us/row",
+            status(overhead["met"]),
+        ),
+        (
+            "  same, no-op LLM (task's own work)",
+            f"{overhead['task_only_us_per_row']:.2f} us/row ({overhead['task_only_ratio']:.1f}x)",
+            "-",
+            "info",
+        ),
+        (
+            "  3 generations, grouped",
+            f"{overhead['us_per_row_3_grouped']:.2f} us/input row",
+            "-",
+            "info",
+        ),
+    ]
+    widths = [max(len(row[i]) for row in [("benchmark", "measured", "target", ""), *rows]) for i in range(4)]
+    print("\nsummary")
+    for row in [("benchmark", "measured", "target", "status"), *rows]:
+        print("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    missed = [row[0].strip() for row in rows if row[3] == "MISSED"]
+    print("\n" + (f"MISSED: {', '.join(missed)}" if missed else "all targets met"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
