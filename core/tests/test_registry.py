@@ -218,3 +218,44 @@ def test_cli_lists_plugins_tasks_and_llms(site: Any, capsys) -> None:
     assert tasks["text-generation"]["outputs"] == {"generation": True, "model_name": True}
     assert main(["tasks"]) == 0
     assert "instruction, system_prompt?" in capsys.readouterr().out
+
+
+def test_task_of_a_class_without_registry_name_is_named_as_asked(site: Any) -> None:
+    source = """
+import taskloom
+
+class Unnamed(taskloom.TextGeneration):
+    pass
+
+@taskloom.hookimpl
+def register_tasks(register):
+    register("my-name", Unnamed)
+"""
+    site.install("unnamed-pkg", {"unnamed": "unnamed_plugin"}, {"unnamed_plugin": source})
+    task = get_task("my-name", llm=ScriptedLLM())
+    assert task.name == "my-name"
+    assert task.dump()["type"] == "unnamed_plugin:Unnamed"  # the class itself is left untouched
+    assert taskloom.load_task(task.dump()) == task
+
+
+def test_strict_conflict_leaves_nothing_of_the_plugin_behind(site: Any, monkeypatch: Any) -> None:
+    source = """
+import taskloom
+
+@taskloom.hookimpl
+def register_tasks(register):
+    register("fresh-name", taskloom.TextGeneration)
+    register("text-generation", taskloom.TextGeneration)
+"""
+    site.install("clash-pkg", {"clash": "clash_plugin"}, {"clash_plugin": source})
+    monkeypatch.setenv("TASKLOOM_STRICT_PLUGINS", "1")
+    with pytest.raises(PluginConflictError, match="clash-pkg"):
+        list_tasks()
+    assert "fresh-name" not in get_registry().names("task")
+
+
+def test_unknown_name_mentions_disabled_plugins(site: Any, monkeypatch: Any) -> None:
+    site.install("acme-llm", {"acme": "acme_llm"}, {"acme_llm": llm_plugin("acme")})
+    monkeypatch.setenv("TASKLOOM_DISABLE_PLUGINS", "acme")
+    with pytest.raises(UnknownNameError, match=r"acme-llm 1\.0 .* is disabled"):
+        get_llm("acme")

@@ -264,3 +264,16 @@ def test_input_and_output_mappings() -> None:
     assert "instruction" not in row and "generation" not in row
     with pytest.raises(MissingColumnError, match="'prompt'"):
         run(task, [{"instruction": "q"}])
+
+
+def test_sync_llm_giving_up_on_a_batch_records_the_error_on_every_row() -> None:
+    from taskloom.errors import GenerationError
+
+    class Down(ScriptedLLM):
+        def generate(self, inputs: Any, num_generations: int = 1, **kwargs: Any) -> Any:
+            raise GenerationError("service unavailable after 3 retries")
+
+    out = run(TextGeneration(llm=Down(), num_generations=2), [{"instruction": "a"}, {"instruction": "b"}])
+    assert len(out) == 4
+    assert all(r["generation"] is None for r in out)
+    assert all("service unavailable" in r["distilabel_metadata"]["error_text-generation"] for r in out)

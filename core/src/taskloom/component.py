@@ -54,7 +54,8 @@ class Component(BaseModel):
     )
 
     registry_name: ClassVar[str | None] = None
-    """The name this class is registered under; set it on your class, or let ``register`` do it."""
+    """The name this class is registered under. Declare it on your class: it is the default
+    step name and the ``type`` in dumps. Without it a dump names the class by import path."""
 
     @classmethod
     def own_registry_name(cls) -> str | None:

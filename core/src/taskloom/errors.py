@@ -35,8 +35,7 @@ class UnknownNameError(TaskloomError, LookupError):
         lines.append(f"Installed {kind}s: " + (", ".join(self.installed) if self.installed else "(none)"))
         if broken:
             lines.append(
-                "Some plugins failed to load and may be the ones you want "
-                "(see `taskloom plugins`): " + "; ".join(broken)
+                "Plugins that could not be used may be the one you want (see `taskloom plugins`): " + "; ".join(broken)
             )
         lines.append(f"Install the package that provides {name!r}, or check the spelling.")
         super().__init__("\n".join(lines))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import re
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -33,13 +34,15 @@ Kind = Literal["llm", "task"]
 C = TypeVar("C", bound=type)
 _BASES: dict[Kind, type] = {"llm": LLM, "task": Task}
 _HOOKS: dict[Kind, str] = {"llm": "register_llms", "task": "register_tasks"}
+_LABEL: dict[Kind, str] = {"llm": "LLM", "task": "task"}
 BUILTINS = "taskloom"
 
 
 def describe_class(cls: type) -> str:
     """First paragraph of a class docstring, on one line."""
     doc = inspect.getdoc(cls) or ""
-    return " ".join(doc.split("\n\n", 1)[0].split())
+    first = " ".join(doc.split("\n\n", 1)[0].split())
+    return re.sub(r":\w+:`~?([^`]+)`", r"\1", first).replace("``", "")
 
 
 @dataclass(frozen=True)
@@ -84,8 +87,6 @@ class _Register(Generic[C]):
                 f"{self._package} registered {name!r} as a {self.kind}, but {cls!r} is not a "
                 f"subclass of taskloom.{base.__name__}."
             )
-        if "registry_name" not in cls.__dict__:
-            cls.registry_name = name  # type: ignore[attr-defined]
         self._sink.append(
             Registration(
                 kind=self.kind,
@@ -166,6 +167,8 @@ class Registry:
             record.status = "failed"
             record.error = f"{type(error).__name__}: {error}"
             if plugins.strict():
+                if isinstance(error, PluginConflictError):
+                    raise
                 raise PluginError(f"Plugin {record.label()} failed to load: {record.error}") from error
             logger.warning(
                 "Plugin %s failed to load and is skipped (%s). Other plugins are unaffected; "
@@ -220,24 +223,22 @@ class Registry:
                 if (reg.kind, name) in own:
                     raise PluginError(f"{record.label()} registers the {reg.kind} {name!r} twice.")
                 own.add((reg.kind, name))
+        conflicts: list[tuple[Kind, str, PluginConflictError]] = []
         for reg in registrations:
-            table = self._tables[reg.kind]
             for name in (reg.name, *reg.aliases):
-                existing = table.get(name)
-                if existing is None:
-                    table[name] = reg
-                    continue
-                conflict = PluginConflictError(
-                    reg.kind,
-                    name,
-                    existing.origin(),
-                    reg.origin(),
-                    disable=[p for p in (existing.plugin, reg.plugin) if p != BUILTINS],
-                )
-                if plugins.strict():
-                    raise conflict
-                logger.warning("%s", conflict)
-                self._conflicts[(reg.kind, name)] = conflict
+                existing = self._tables[reg.kind].get(name)
+                if existing is not None:
+                    disable = [p for p in (existing.plugin, reg.plugin) if p != BUILTINS]
+                    error = PluginConflictError(_LABEL[reg.kind], name, existing.origin(), reg.origin(), disable)
+                    conflicts.append((reg.kind, name, error))
+        if conflicts and plugins.strict():
+            raise conflicts[0][2]
+        for kind, name, error in conflicts:
+            logger.warning("%s", error)
+            self._conflicts[(kind, name)] = error
+        for reg in registrations:
+            for name in (reg.name, *reg.aliases):
+                self._tables[reg.kind].setdefault(name, reg)
             record.registered.append(f"{reg.kind}:{reg.name}")
 
     def remove_plugin(self, name: str) -> None:
@@ -280,8 +281,14 @@ class Registry:
                     self.scan()
                     found = self._found(kind, name)
             if found is None:
-                broken = [f"{r.label()}: {r.error}" for r in self._records.values() if r.status == "failed"]
-                raise UnknownNameError(kind.upper() if kind == "llm" else kind, name, self.names(kind), broken)
+                unusable = [
+                    f"{r.label()} is disabled by TASKLOOM_PLUGINS / TASKLOOM_DISABLE_PLUGINS"
+                    if r.status == "disabled"
+                    else f"{r.label()}: {r.error}"
+                    for r in self._records.values()
+                    if r.status in ("failed", "disabled")
+                ]
+                raise UnknownNameError(_LABEL[kind], name, self.names(kind), unusable)
             return found
 
     def names(self, kind: Kind) -> list[str]:
@@ -339,8 +346,15 @@ def get_llm(name: str, /, **fields: Any) -> LLM:
 
 
 def get_task(name: str, /, **fields: Any) -> Task:
-    """Build the task registered as ``name``: ``get_task("text-generation", llm=...)``."""
-    return get_task_class(name)(**fields)
+    """Build the task registered as ``name``: ``get_task("text-generation", llm=...)``.
+
+    The task's own ``name`` (which suffixes its metadata keys) defaults to the name asked for
+    when its class declares no ``registry_name`` of its own.
+    """
+    cls = get_task_class(name)
+    if "name" not in fields and cls.own_registry_name() is None:
+        fields["name"] = name
+    return cls(**fields)
 
 
 def list_llms() -> dict[str, type[LLM]]:

@@ -16,7 +16,8 @@ from typing import Any
 from pydantic import Field
 
 from taskloom.component import RuntimeParameter
-from taskloom.errors import TaskloomError
+from taskloom.errors import GenerationError, TaskloomError
+from taskloom.llms.async_llm import failed_output
 from taskloom.llms.base import LLM
 from taskloom.steps import Step, columns_as_dict
 from taskloom.typing import ChatType, GenerateOutput, Row
@@ -101,7 +102,12 @@ class Task(Step):
         self.check_columns(inputs)
         rows = self.map_inputs(list(inputs))
         formatted = self.format_inputs(rows)
-        outputs = self.llm.generate(formatted, num_generations=self.num_generations, **self.llm.generation_kwargs)
+        try:
+            outputs = self.llm.generate(formatted, num_generations=self.num_generations, **self.llm.generation_kwargs)
+        except GenerationError as error:
+            # A sync LLM that gives up on a batch: every row records why, none is dropped.
+            logger.warning("Task %r: the LLM failed for a batch of %d rows: %s", self.name, len(rows), error)
+            outputs = [failed_output(self.num_generations, error) for _ in rows]
         yield self.map_outputs(self.build_rows(rows, formatted, outputs))
 
     def build_rows(self, rows: list[Row], formatted: list[ChatType], outputs: list[GenerateOutput]) -> list[Row]:

@@ -10,7 +10,7 @@ import asyncio
 import itertools
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import Field, PrivateAttr
 
@@ -104,6 +104,8 @@ _REPLY = Field(
 class ScriptedLLM(_ScriptedMixin, LLM):
     """A sync LLM for tests that answers from a list of replies or a function."""
 
+    registry_name: ClassVar[str | None] = "scripted"
+
     model: str = Field(default="scripted", description="The model name it reports.")
     replies: list[Any] | None = _REPLIES
     reply: ReplyFunction | None = _REPLY
@@ -123,6 +125,8 @@ class ScriptedAsyncLLM(_ScriptedMixin, AsyncLLM):
     A reply that is a :class:`GenerationError` instance fails only its own input, as a
     provider's exhausted retries would.
     """
+
+    registry_name: ClassVar[str | None] = "scripted-async"
 
     model: str = Field(default="scripted-async", description="The model name it reports.")
     replies: list[Any] | None = _REPLIES
