@@ -64,9 +64,7 @@ SCRIPT = textwrap.dedent(
 
 def _run(args: list[str | Path], *, cwd: Path, timeout: float) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME"}}
-    result = subprocess.run(
-        [str(a) for a in args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
-    )
+    result = subprocess.run([str(a) for a in args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     if result.returncode != 0:
         pytest.fail(
             f"command failed ({result.returncode}): {' '.join(map(str, args))}\n"
@@ -118,3 +116,13 @@ def test_example_task_package_resolves_in_a_fresh_virtualenv(tmp_path: Path) -> 
     assert tasks["haiku"]["package"] == "taskloom-example-tasks"
     assert tasks["haiku"]["inputs"] == {"topic": True}
     assert tasks["haiku"]["outputs"] == {"haiku": True, "model_name": True}
+
+    # The package's own tests, run where it is installed: its conformance suites and the
+    # taskloom pytest fixtures reach it through the installed core, as for any third party.
+    _run(
+        [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "pytest"], cwd=tmp_path, timeout=240
+    )
+    tests = Path(EXAMPLE) / "tests"
+    result = _run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider", tests], cwd=tmp_path, timeout=120)
+    assert " passed" in result.stdout, result.stdout
+    assert "failed" not in result.stdout and "error" not in result.stdout, result.stdout

@@ -7,7 +7,8 @@ from taskloom_example_tasks import HaikuTask, SentimentTask
 from taskloom_example_tasks.haiku import parse_haiku
 from taskloom_example_tasks.sentiment import parse_sentiment
 
-from taskloom import get_llm, get_task, list_tasks
+from taskloom import Task, get_llm, get_task, list_tasks
+from taskloom.testing.conformance import TaskConformance
 
 POEM = "an old silent pond\na frog jumps into the pond\nsplash, silence again"
 
@@ -54,3 +55,38 @@ def test_parse_haiku_rejects_wrong_line_count() -> None:
     with pytest.raises(ValueError, match="3 lines"):
         parse_haiku("one\ntwo")
     assert parse_haiku(f"```\n{POEM}\n```") == POEM
+
+
+class TestHaikuConformance(TaskConformance):
+    """The same checks core runs on its own tasks (taskloom.testing.conformance)."""
+
+    rows = [{"topic": "ponds"}, {"topic": "rain"}]
+    replies = [POEM]
+    malformed_reply = "one line is not a haiku"
+
+    @pytest.fixture
+    def task(self) -> Task:
+        return get_task("haiku", llm=get_llm("scripted"))
+
+
+class TestSentimentConformance(TaskConformance):
+    rows = [{"text": "I love it."}, {"text": "It broke on day one."}]
+    replies = ["positive", "negative"]
+    malformed_reply = "hard to say"
+
+    @pytest.fixture
+    def task(self) -> Task:
+        return get_task("sentiment", llm=get_llm("scripted"))
+
+
+def test_fixture_adds_a_task_for_one_test(taskloom_plugin) -> None:
+    """The taskloom pytest fixtures reach third-party test suites through the pytest11 entry point."""
+    import taskloom
+
+    class Extra:
+        @taskloom.hookimpl
+        def register_tasks(self, register) -> None:
+            register("haiku-copy", HaikuTask)
+
+    taskloom_plugin(Extra(), name="extra")
+    assert type(get_task("haiku-copy", llm=get_llm("scripted"))) is HaikuTask
