@@ -56,9 +56,25 @@ def test_subclass_of_a_registered_task_dumps_by_import_path() -> None:
     class Mine(TextGeneration):
         pass
 
-    task = Mine(llm=ScriptedLLM())
+    task = Mine(llm=ScriptedLLM(), num_generations=2)
     assert task.name == "mine"
     assert task.dump()["type"].endswith(":test_subclass_of_a_registered_task_dumps_by_import_path.<locals>.Mine")
+    assert load_task(task.dump()) == task  # a class defined in a function still loads in this process
+
+
+def test_columns_declared_as_plain_methods_work() -> None:
+    class Plain(TextGeneration):
+        def inputs(self):  # type: ignore[override]  # no @property: an easy slip
+            return ["question"]
+
+        def format_input(self, input):  # type: ignore[no-untyped-def]
+            return [{"role": "user", "content": input["question"]}]
+
+    task = Plain(llm=ScriptedLLM(replies=["a"]))
+    task.load()
+    assert next(task.process([{"question": "q"}]))[0]["generation"] == "a"
+    with pytest.raises(ValueError, match="'question'"):
+        next(task.process([{"instruction": "q"}]))
 
 
 def test_unknown_field_is_refused() -> None:

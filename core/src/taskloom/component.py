@@ -8,6 +8,7 @@ built, for example from the command line, without rebuilding it.
 from __future__ import annotations
 
 import re
+import weakref
 from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar, TypeVar
 
@@ -27,6 +28,15 @@ RUNTIME = _RuntimeMarker()
 
 RuntimeParameter = Annotated[T, RUNTIME]
 """``RuntimeParameter[int]``: a field that ``set_runtime_parameters`` may change."""
+
+
+_DEFINED: weakref.WeakValueDictionary[str, type[Component]] = weakref.WeakValueDictionary()
+"""Every component class by import path, so one defined in a function still loads from a dump."""
+
+
+def defined_class(type_name: str) -> type[Component] | None:
+    """The live class a dump's ``module:qualname`` names, if this process defined it."""
+    return _DEFINED.get(type_name)
 
 
 def kebab_case(name: str) -> str:
@@ -62,6 +72,11 @@ class Component(BaseModel):
         """The registry name declared on this very class (a subclass does not inherit it)."""
         name = cls.__dict__.get("registry_name")
         return name if isinstance(name, str) else None
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        _DEFINED[f"{cls.__module__}:{cls.__qualname__}"] = cls
 
     @classmethod
     def type_name(cls) -> str:

@@ -23,6 +23,7 @@ import pluggy
 
 from taskloom import hookspecs, plugins
 from taskloom._version import __version__
+from taskloom.component import defined_class
 from taskloom.errors import PluginConflictError, PluginError, UnknownNameError
 from taskloom.llms.base import LLM
 from taskloom.plugins import PluginRecord
@@ -376,10 +377,12 @@ def _class_for(kind: Kind, type_name: str) -> type:
     if ":" in type_name:
         import importlib
 
-        module_name, _, qualname = type_name.partition(":")
-        obj: Any = importlib.import_module(module_name)
-        for part in qualname.split("."):
-            obj = getattr(obj, part)
+        obj: Any = defined_class(type_name)
+        if obj is None:
+            module_name, _, qualname = type_name.partition(":")
+            obj = importlib.import_module(module_name)
+            for part in qualname.split("."):
+                obj = getattr(obj, part)
         if not (isinstance(obj, type) and issubclass(obj, _BASES[kind])):
             raise PluginError(f"{type_name} is not a taskloom {_BASES[kind].__name__}.")
         return obj

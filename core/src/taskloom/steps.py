@@ -21,7 +21,13 @@ StepColumns: TypeAlias = Sequence[str] | Mapping[str, bool]
 
 
 def columns_as_dict(columns: StepColumns) -> dict[str, bool]:
-    """Normalise a column declaration to ``{name: required}``."""
+    """Normalise a column declaration to ``{name: required}``.
+
+    A plain method is accepted too (``def inputs(self)`` without ``@property``), since that is an
+    easy slip to make and its meaning is clear.
+    """
+    if callable(columns):
+        columns = columns()
     if isinstance(columns, Mapping):
         return {str(k): bool(v) for k, v in columns.items()}
     if isinstance(columns, str):
