@@ -84,3 +84,45 @@ class GenerationError(TaskloomError):
     goes on and the row records the error instead of a generation. Anything else an LLM raises
     (bad credentials, a bug) stops the run, because every other row would fail the same way.
     """
+
+
+class RetryableError(GenerationError):
+    """A transient failure (rate limit, overload, server error, timeout): worth another try.
+
+    Providers raise a subclass; :class:`~taskloom.retry.RetryPolicy` retries it with backoff,
+    waiting at least ``retry_after`` seconds when the server said so. When the retries run out
+    it propagates as the :class:`GenerationError` it is, and the row records it.
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None, status: int | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.status = status
+
+
+class RateLimitError(RetryableError):
+    """HTTP 429: too many requests or tokens for the account's limits."""
+
+
+class OverloadedError(RetryableError):
+    """The provider is overloaded (Anthropic's 529, a 503): not our fault, try later."""
+
+
+class ServerError(RetryableError):
+    """A 5xx or a malformed answer from the server."""
+
+
+class RequestTimeoutError(RetryableError):
+    """No complete answer within the configured timeout."""
+
+
+class BadRequestError(GenerationError):
+    """The provider refused this request as invalid (400, 404, 422): retrying cannot help.
+
+    It belongs to one input (a prompt too long, a schema the model rejects), so the row records
+    it and the run goes on.
+    """
+
+
+class AuthenticationError(TaskloomError):
+    """Missing, wrong or unauthorised credentials (401, 403): every row would fail, so it stops."""

@@ -22,6 +22,7 @@ from pydantic import Field, PrivateAttr
 from taskloom.component import RuntimeParameter
 from taskloom.errors import GenerationError
 from taskloom.llms.base import LLM
+from taskloom.retry import RetryPolicy
 from taskloom.typing import ChatType, GenerateOutput
 
 logger = logging.getLogger("taskloom.llms")
@@ -81,14 +82,19 @@ class AsyncLLM(LLM):
     max_concurrency: RuntimeParameter[int] = Field(
         default=64, ge=1, description="Most requests in flight at once from one generate call."
     )
+    retry: RetryPolicy = Field(
+        default_factory=RetryPolicy,
+        description="Backoff for rate limits, overloads, server errors and timeouts.",
+    )
     _runner: _LoopThread | None = PrivateAttr(default=None)
 
     @abstractmethod
     async def agenerate(self, input: ChatType, num_generations: int = 1, **kwargs: Any) -> GenerateOutput:
         """Answer one chat input ``num_generations`` times.
 
-        Raise :class:`~taskloom.errors.GenerationError` for a failure that belongs to this input
-        only (it is recorded on the row); anything else stops the batch.
+        Raise a :class:`~taskloom.errors.RetryableError` subclass for a transient failure (it is
+        retried with ``retry``), a :class:`~taskloom.errors.GenerationError` for a failure that
+        belongs to this input only (it is recorded on the row); anything else stops the batch.
         """
 
     def _generate_method(self) -> Callable[..., Any]:
@@ -99,7 +105,7 @@ class AsyncLLM(LLM):
     ) -> GenerateOutput:
         async with semaphore:
             try:
-                return await self.agenerate(input, num_generations, **kwargs)
+                return await self.retry.run(lambda: self.agenerate(input, num_generations, **kwargs))
             except GenerationError as error:
                 logger.warning("%s: a request failed for good: %s", self.model_name, error)
                 return failed_output(num_generations, error)
