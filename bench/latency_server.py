@@ -1,0 +1,66 @@
+"""A loopback OpenAI-compatible server that answers every chat completion after a fixed delay.
+
+It stands in for a remote API whose latency, not its compute, bounds throughput: the only way
+to go faster against it is to keep more requests in flight. Runs in its own process so its CPU
+does not count against the client being measured.
+
+    python bench/latency_server.py --port 8399 --delay 0.2
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+
+from aiohttp import web
+
+REPLY = "A fixed answer from the latency server."
+
+
+def make_app(delay: float) -> web.Application:
+    state = {"requests": 0}
+
+    async def chat(request: web.Request) -> web.Response:
+        body = await request.json()
+        state["requests"] += 1
+        await asyncio.sleep(delay)
+        n = int(body.get("n") or 1)
+        payload = {
+            "id": f"cmpl-{state['requests']}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.get("model", "latency"),
+            "choices": [
+                {"index": i, "finish_reason": "stop", "message": {"role": "assistant", "content": REPLY}}
+                for i in range(n)
+            ],
+            "usage": {"prompt_tokens": 12, "completion_tokens": 8 * n, "total_tokens": 12 + 8 * n},
+        }
+        return web.Response(text=json.dumps(payload), content_type="application/json")
+
+    async def stats(request: web.Request) -> web.Response:
+        return web.json_response(state)
+
+    async def health(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    app.router.add_get("/stats", stats)
+    app.router.add_get("/health", health)
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--delay", type=float, default=0.2)
+    args = parser.parse_args()
+    # backlog: hundreds of connections arrive at once
+    web.run_app(make_app(args.delay), host="127.0.0.1", port=args.port, print=None, backlog=2048, access_log=None)
+
+
+if __name__ == "__main__":
+    main()
