@@ -1,0 +1,396 @@
+"""OpenAILLM: chat completions from OpenAI or any server that speaks its API.
+
+The client is ``openai.AsyncOpenAI`` over the SDK's aiohttp transport (``openai[aiohttp]``),
+which keeps hundreds of requests in flight more cheaply than the default one. The SDK's own
+retries are off: core's :class:`~taskloom.retry.RetryPolicy` retries every provider the same
+way, so this module only turns the SDK's exceptions into core's error classes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import copy
+import email.utils
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from pydantic import BaseModel, Field, PrivateAttr, SecretStr, field_validator
+
+from taskloom.errors import (
+    AuthenticationError,
+    BadRequestError,
+    OverloadedError,
+    RateLimitError,
+    RequestTimeoutError,
+    ServerError,
+)
+from taskloom.llms import AsyncLLM
+from taskloom.typing import ChatType, GenerateOutput
+
+if TYPE_CHECKING:
+    import openai
+
+logger = logging.getLogger("taskloom.openai")
+
+API_KEY_ENV = "OPENAI_API_KEY"
+
+StructuredOutput = dict[str, Any] | type[BaseModel]
+
+
+class _Clients(dict[asyncio.AbstractEventLoop, Any]):
+    """One SDK client per event loop that used this LLM.
+
+    An aiohttp session belongs to the loop it was opened on, so a client is never shared between
+    loops. A copied or pickled LLM (``model_copy(deep=True)``, Ray) starts with no client.
+    """
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _Clients:
+        return _Clients()
+
+    def __reduce__(self) -> tuple[type[_Clients], tuple[()]]:
+        return (_Clients, ())
+
+
+class OpenAILLM(AsyncLLM):
+    """Chat models from OpenAI, or from any OpenAI-compatible server through ``base_url``.
+
+    Works with vLLM, llama.cpp's ``llama-server``, Ollama, TGI, Together, Groq and the like:
+    point ``base_url`` at the server's ``/v1`` root. A local server that checks no key still
+    needs a non-empty one, for example ``api_key="none"``.
+    """
+
+    registry_name: ClassVar[str | None] = "openai"
+
+    model: str = Field(description="Model id, for example 'gpt-4o-mini', or the name a local server serves.")
+    base_url: str | None = Field(
+        default=None,
+        description="API root of an OpenAI-compatible server (e.g. 'http://localhost:8080/v1'); "
+        "None means OpenAI itself (or $OPENAI_BASE_URL).",
+    )
+    api_key: SecretStr | None = Field(
+        default=None,
+        description=f"API key; defaults to ${API_KEY_ENV} at load(). Never dumped. "
+        "Any non-empty string (e.g. 'none') for a local server that checks none.",
+    )
+    timeout: float = Field(default=300.0, gt=0, description="Seconds to wait for one request's answer.")
+    supports_n: bool = Field(
+        default=True,
+        description="The server honours `n` (several choices per request); if False, num_generations "
+        "is served by concurrent requests of one choice each.",
+    )
+    max_tokens_parameter: Literal["auto", "max_tokens", "max_completion_tokens"] = Field(
+        default="auto",
+        description="Request field that carries max_new_tokens. 'auto': 'max_completion_tokens' for "
+        "OpenAI itself (its reasoning models refuse 'max_tokens'), 'max_tokens' with a base_url "
+        "(what every compatible server understands).",
+    )
+    _api_key: str | None = PrivateAttr(default=None)
+    _clients: _Clients = PrivateAttr(default_factory=_Clients)
+
+    @property
+    def model_name(self) -> str:
+        return self.model
+
+    # A pydantic class is not plain data: keep its JSON schema instead, so dumps stay JSON.
+    @field_validator("generation_kwargs")
+    @classmethod
+    def _schema_as_data(cls, value: dict[str, Any]) -> dict[str, Any]:
+        schema = value.get("structured_output")
+        if isinstance(schema, type) and issubclass(schema, BaseModel):
+            value = {**value, "structured_output": schema.model_json_schema()}
+        return value
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def load(self) -> None:
+        """Check the key and the SDK; the client itself is opened on first use, on its loop."""
+        import openai  # noqa: F401  (fail here, not at the first request, if it is missing)
+
+        key = self.api_key.get_secret_value() if self.api_key is not None else os.environ.get(API_KEY_ENV, "")
+        if not key:
+            raise AuthenticationError(
+                f"OpenAILLM needs an API key: set {API_KEY_ENV} or pass api_key=... "
+                "(for a local server that checks no key, any non-empty string, e.g. api_key='none')."
+            )
+        self._api_key = key
+
+    def unload(self) -> None:
+        clients, self._clients = self._clients, _Clients()
+        for loop, client in clients.items():
+            _close_on_loop(loop, client)
+        self._api_key = None
+        super().unload()
+
+    async def aclose(self) -> None:
+        """Close the client opened on the running loop (for callers that await ``agenerate_batch``)."""
+        client = self._clients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.close()
+
+    def _client(self) -> openai.AsyncOpenAI:
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            if self._api_key is None:
+                raise RuntimeError("OpenAILLM.load() must be called before generating.")
+            client = self._clients[loop] = self._new_client(self._api_key)
+        return client
+
+    def _new_client(self, key: str) -> openai.AsyncOpenAI:
+        import openai
+
+        try:
+            http_client = openai.DefaultAioHttpClient(timeout=self.timeout)
+        except RuntimeError:  # openai installed without its aiohttp extra: use the default transport
+            logger.info("aiohttp is not installed; OpenAILLM uses the SDK's default HTTP transport")
+            http_client = None
+        return openai.AsyncOpenAI(
+            api_key=key, base_url=self.base_url, timeout=self.timeout, max_retries=0, http_client=http_client
+        )
+
+    # -- generation --------------------------------------------------------------------------
+
+    async def agenerate(  # type: ignore[override]  # named generation kwargs, as core intends
+        self,
+        input: ChatType,
+        num_generations: int = 1,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        max_new_tokens: int | None = 512,
+        stop: list[str] | None = None,
+        seed: int | None = None,
+        structured_output: StructuredOutput | None = None,
+    ) -> GenerateOutput:
+        """Ask for ``num_generations`` answers to one chat (one request with ``n``, if supported).
+
+        Args:
+            temperature: Sampling temperature (0 to 2); None leaves the server's default.
+            top_p: Nucleus sampling mass; None leaves the server's default.
+            max_new_tokens: Most tokens per answer (sent as max_tokens or max_completion_tokens); None for no limit.
+            stop: Up to 4 sequences that end an answer.
+            seed: Seed for best-effort reproducible sampling.
+            structured_output: A JSON schema (dict) or a pydantic model class the answer must follow (strict).
+        """
+        params: dict[str, Any] = {"model": self.model, "messages": input}
+        if temperature is not None:
+            params["temperature"] = temperature
+        if top_p is not None:
+            params["top_p"] = top_p
+        if max_new_tokens is not None:
+            params[self._max_tokens_field()] = max_new_tokens
+        if stop:
+            params["stop"] = list(stop)
+        if seed is not None:
+            params["seed"] = seed
+        if structured_output is not None:
+            params["response_format"] = response_format(structured_output)
+
+        client = self._client()
+        if self.supports_n:
+            parts = [await self._complete(client, params, num_generations)]
+            missing = num_generations - len(parts[0][0])
+            if missing > 0:  # the server ignored `n` or gave fewer choices: fill up concurrently
+                logger.debug("%s gave %d of %d choices; asking again", self.model, len(parts[0][0]), num_generations)
+                parts += await asyncio.gather(*(self._complete(client, params, 1) for _ in range(missing)))
+        else:
+            parts = list(await asyncio.gather(*(self._complete(client, params, 1) for _ in range(num_generations))))
+
+        texts: list[str | None] = []
+        input_tokens: list[int] = []
+        output_tokens: list[int] = []
+        usage_known = True
+        for part_texts, usage in parts:
+            texts += part_texts
+            if usage is None:
+                usage_known = False
+                continue
+            prompt, completion = usage
+            # Every choice of a request saw the same prompt.
+            input_tokens += [prompt] * len(part_texts)
+            # OpenAI reports one completion_tokens for all n choices of a request, not one per
+            # choice: split it as evenly as possible (exact when n == 1, the sum always exact).
+            output_tokens += split_evenly(completion, len(part_texts))
+        output: GenerateOutput = {"generations": texts[:num_generations], "statistics": {}}
+        if usage_known:
+            output["statistics"] = {
+                "input_tokens": input_tokens[:num_generations],
+                "output_tokens": output_tokens[:num_generations],
+            }
+        return output
+
+    def _max_tokens_field(self) -> str:
+        if self.max_tokens_parameter != "auto":
+            return self.max_tokens_parameter
+        return "max_tokens" if self.base_url else "max_completion_tokens"
+
+    async def _complete(
+        self, client: openai.AsyncOpenAI, params: dict[str, Any], n: int
+    ) -> tuple[list[str | None], tuple[int, int] | None]:
+        """One request: its answers by choice index, and (prompt_tokens, completion_tokens)."""
+        import openai
+
+        request = dict(params, n=n) if n > 1 else params
+        try:
+            response = await client.chat.completions.create(**request)
+        except openai.OpenAIError as error:
+            raise self._translate(error) from (None if self._leaks(error) else error)
+        except ValueError as error:  # a body that is not JSON
+            raise ServerError(f"{self._where()} answered with a malformed body: {self._redact(str(error))}") from None
+        choices = getattr(response, "choices", None)
+        if not isinstance(choices, list) or not choices:
+            raise ServerError(f"{self._where()} answered without any choice: {self._redact(repr(response))[:500]}")
+        try:
+            ordered = sorted(choices, key=lambda c: c.index if isinstance(c.index, int) else 0)
+            texts = [_text(choice) for choice in ordered]
+        except AttributeError as error:
+            raise ServerError(f"{self._where()} answered with a malformed choice: {error}") from None
+        usage = getattr(response, "usage", None)
+        prompt = getattr(usage, "prompt_tokens", None)
+        completion = getattr(usage, "completion_tokens", None)
+        if isinstance(prompt, int) and isinstance(completion, int):
+            return texts, (prompt, completion)
+        return texts, None
+
+    # -- errors ------------------------------------------------------------------------------
+
+    def _where(self) -> str:
+        return f"The server at {self.base_url}" if self.base_url else "OpenAI"
+
+    def _redact(self, text: str) -> str:
+        key = self._api_key or (self.api_key.get_secret_value() if self.api_key else "")
+        return text.replace(key, "[redacted]") if key else text
+
+    def _leaks(self, error: BaseException) -> bool:
+        key = self._api_key
+        return key is not None and key != "" and key in f"{error} {getattr(error, 'body', '')}"
+
+    def _translate(self, error: openai.OpenAIError) -> Exception:
+        """Core's error class for an SDK exception, with the key never in the message."""
+        import openai
+
+        message = f"{self._where()} ({self.model}): {self._redact(str(error))}"
+        if isinstance(error, openai.APITimeoutError):
+            return RequestTimeoutError(f"No answer within {self.timeout:g} s. {message}")
+        if isinstance(error, openai.APIConnectionError):
+            return ServerError(message)
+        if isinstance(error, openai.APIResponseValidationError):
+            return ServerError(message, status=error.response.status_code)
+        if not isinstance(error, openai.APIStatusError):
+            return ServerError(message)
+        status = error.status_code
+        if " - " not in str(error) and error.body:  # the SDK found no error message: show the body
+            detail = error.body if isinstance(error.body, str) else json.dumps(error.body, default=str)
+            message += f" - {self._redact(detail.strip()[:300])}"
+        if status == 429:
+            return RateLimitError(message, retry_after=retry_after(error.response.headers), status=status)
+        if status in (401, 403):
+            return AuthenticationError(message)
+        if status in (503, 529):
+            return OverloadedError(message, retry_after=retry_after(error.response.headers), status=status)
+        if status == 408:
+            return RequestTimeoutError(message, status=status)
+        if status >= 500:
+            return ServerError(message, status=status)
+        return BadRequestError(message)
+
+
+def _text(choice: Any) -> str | None:
+    content = choice.message.content
+    return content if isinstance(content, str) else None
+
+
+def split_evenly(total: int, parts: int) -> list[int]:
+    """``total`` as ``parts`` integers that differ by at most one and sum to ``total``."""
+    if parts <= 0:
+        return []
+    share, rest = divmod(max(total, 0), parts)
+    return [share + (1 if i < rest else 0) for i in range(parts)]
+
+
+def retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds a server asked us to wait: ``retry-after-ms``, or ``Retry-After`` in seconds or as a date."""
+    millis = headers.get("retry-after-ms")
+    if millis:
+        try:
+            return max(float(millis) / 1000, 0.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(when.timestamp() - time.time(), 0.0)
+
+
+def response_format(schema: StructuredOutput) -> dict[str, Any]:
+    """The ``response_format`` for an answer that must be JSON valid for ``schema`` (strict mode).
+
+    OpenAI's strict mode wants every object closed (``additionalProperties: false``) and every
+    property listed in ``required``; both are added where the schema does not say otherwise.
+    """
+    if isinstance(schema, type) and issubclass(schema, BaseModel):
+        schema = schema.model_json_schema()
+    if not isinstance(schema, dict):
+        raise TypeError(f"structured_output must be a JSON schema dict or a pydantic model class, not {schema!r}")
+    name = re.sub(r"[^A-Za-z0-9_-]", "_", str(schema.get("title") or "output"))[:64]
+    return {"type": "json_schema", "json_schema": {"name": name, "schema": strict_schema(schema), "strict": True}}
+
+
+def strict_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``schema`` with its objects closed and all their properties required."""
+    result = copy.deepcopy(schema)
+
+    def visit(node: Any) -> None:
+        if isinstance(node, list):
+            for item in node:
+                visit(item)
+            return
+        if not isinstance(node, dict):
+            return
+        properties = node.get("properties")
+        if node.get("type") == "object" or isinstance(properties, dict):
+            node.setdefault("additionalProperties", False)
+            if isinstance(properties, dict):
+                node["required"] = list(properties)
+        for key in ("properties", "$defs", "definitions"):
+            if isinstance(node.get(key), dict):
+                for child in node[key].values():
+                    visit(child)
+        for key in ("items", "prefixItems", "anyOf", "oneOf", "allOf", "not", "additionalProperties"):
+            if key in node:
+                visit(node[key])
+
+    visit(result)
+    return result
+
+
+def _close_on_loop(loop: asyncio.AbstractEventLoop, client: Any) -> None:
+    """Close ``client`` on the loop it was opened on, from whatever thread we are in."""
+    if loop.is_closed():
+        return  # nothing can run there any more; the session went with its loop
+    try:
+        current = asyncio.get_running_loop()
+    except RuntimeError:
+        current = None
+    try:
+        if current is loop:  # unload() called from inside that loop: cannot wait, so schedule it
+            loop.create_task(client.close())
+        elif loop.is_running():  # another thread's loop (the sync facade's, or the caller's)
+            asyncio.run_coroutine_threadsafe(client.close(), loop).result(timeout=10)
+        else:
+            loop.run_until_complete(client.close())
+    except (RuntimeError, concurrent.futures.TimeoutError) as error:
+        logger.debug("could not close an OpenAI client: %s", error)

@@ -1,0 +1,29 @@
+"""Fixtures: the real llama.cpp server (from the repo's scripts/) and a scripted loopback HTTP server."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from openai_scripted_http import ScriptedServer
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "scripts"))
+
+from llama_server_fixture import llama_server  # noqa: F401
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "llama_server: tests against a real llama.cpp server")
+
+
+@pytest.fixture
+def scripted() -> Iterator[ScriptedServer]:
+    server = ScriptedServer()
+    server.thread.start()
+    try:
+        yield server
+    finally:
+        server.httpd.shutdown()
+        server.httpd.server_close()
