@@ -1,0 +1,17 @@
+"""The hook that registers ``huggingface``; it imports nothing but taskloom until it is called."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import taskloom
+
+if TYPE_CHECKING:
+    from taskloom.registry import LLMRegister
+
+
+@taskloom.hookimpl
+def register_llms(register: LLMRegister) -> None:
+    from taskloom_huggingface.llm import HuggingFaceLLM
+
+    register("huggingface", HuggingFaceLLM)

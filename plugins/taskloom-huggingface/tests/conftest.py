@@ -1,0 +1,27 @@
+"""Fixtures: the shared real llama.cpp server, and a scripted loopback HTTP server for failures."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "scripts"))
+
+from huggingface_scripted_http import ScriptedServer
+from llama_server_fixture import llama_server  # noqa: F401
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "llama_server: tests against a real llama.cpp server")
+
+
+@pytest.fixture
+def scripted() -> Iterator[ScriptedServer]:
+    server = ScriptedServer()
+    try:
+        yield server
+    finally:
+        server.close()
