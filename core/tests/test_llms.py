@@ -191,3 +191,33 @@ class TestUpperConformance(LLMConformance):
     @pytest.fixture
     def llm(self) -> LLM:
         return Upper()
+
+
+def test_structured_output_model_dumps_as_its_json_schema() -> None:
+    from pydantic import BaseModel
+
+    class Rating(BaseModel):
+        score: int
+
+    llm = ScriptedAsyncLLM(generation_kwargs={"structured_output": Rating})
+    data = llm.dump()
+    assert data["generation_kwargs"]["structured_output"] == Rating.model_json_schema()
+    json.dumps(data)
+
+
+def test_a_run_stopping_error_cancels_the_other_requests() -> None:
+    started: list[str] = []
+
+    def reply(chat: ChatType, index: int) -> Any:
+        started.append(chat[-1]["content"])
+        return PermissionError("401") if chat[-1]["content"] == "0" else "late"
+
+    llm = ScriptedAsyncLLM(reply=reply, delay=0.3, max_concurrency=2)
+    import time
+
+    begin = time.perf_counter()
+    with pytest.raises(PermissionError):
+        llm.generate([[{"role": "user", "content": str(i)}] for i in range(20)])
+    assert time.perf_counter() - begin < 1.0  # the 18 queued requests were never sent
+    assert len(started) <= 2
+    llm.unload()

@@ -15,7 +15,7 @@ import logging
 import threading
 from abc import abstractmethod
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from pydantic import Field, PrivateAttr
 
@@ -88,14 +88,19 @@ class AsyncLLM(LLM):
     )
     _runner: _LoopThread | None = PrivateAttr(default=None)
 
-    @abstractmethod
-    async def agenerate(self, input: ChatType, num_generations: int = 1, **kwargs: Any) -> GenerateOutput:
-        """Answer one chat input ``num_generations`` times.
+    if TYPE_CHECKING:
+        # Typed loosely so a provider may name its own generation kwargs without **kwargs.
+        agenerate: ClassVar[Callable[..., Coroutine[Any, Any, GenerateOutput]]]
+    else:
 
-        Raise a :class:`~taskloom.errors.RetryableError` subclass for a transient failure (it is
-        retried with ``retry``), a :class:`~taskloom.errors.GenerationError` for a failure that
-        belongs to this input only (it is recorded on the row); anything else stops the batch.
-        """
+        @abstractmethod
+        async def agenerate(self, input: ChatType, num_generations: int = 1, **kwargs: Any) -> GenerateOutput:
+            """Answer one chat input ``num_generations`` times.
+
+            Raise a :class:`~taskloom.errors.RetryableError` subclass for a transient failure (it is
+            retried with ``retry``), a :class:`~taskloom.errors.GenerationError` for a failure that
+            belongs to this input only (it is recorded on the row); anything else stops the batch.
+            """
 
     def _generate_method(self) -> Callable[..., Any]:
         return type(self).agenerate
@@ -119,7 +124,24 @@ class AsyncLLM(LLM):
         """
         kwargs = {**self.generation_kwargs, **kwargs}
         semaphore = asyncio.Semaphore(self.max_concurrency)
-        return list(await asyncio.gather(*(self._one(semaphore, i, num_generations, kwargs) for i in inputs)))
+        tasks = [asyncio.ensure_future(self._one(semaphore, i, num_generations, kwargs)) for i in inputs]
+        if not tasks:
+            return []
+        try:
+            _, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        except asyncio.CancelledError:
+            for task in tasks:
+                task.cancel()
+            raise
+        if pending:
+            # One input raised a run-stopping error: stop paying for the others, then raise it.
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        failed = [t for t in tasks if t.done() and not t.cancelled() and t.exception() is not None]
+        if failed:
+            raise failed[0].exception()  # type: ignore[misc]
+        return [t.result() for t in tasks]
 
     def generate(self, inputs: Sequence[ChatType], num_generations: int = 1, **kwargs: Any) -> list[GenerateOutput]:
         return self.run_sync(self.agenerate_batch(inputs, num_generations, **kwargs))

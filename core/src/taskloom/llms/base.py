@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
-from pydantic import ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
 from taskloom.component import Component, RuntimeParameter
 from taskloom.typing import ChatType, GenerateOutput
@@ -81,6 +81,14 @@ class LLM(Component):
         default_factory=dict,
         description="Keyword arguments passed to every generate call (temperature, max_new_tokens...).",
     )
+
+    @field_serializer("generation_kwargs")
+    def _plain_generation_kwargs(self, value: dict[str, Any]) -> dict[str, Any]:
+        # A pydantic model given as structured_output dumps as its JSON schema: plain data.
+        return {
+            key: item.model_json_schema() if isinstance(item, type) and issubclass(item, BaseModel) else item
+            for key, item in value.items()
+        }
 
     def model_post_init(self, context: Any, /) -> None:
         if isinstance(inspect.getattr_static(type(self), "model_name"), _ModelNameSlot) and (
