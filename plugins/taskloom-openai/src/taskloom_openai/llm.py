@@ -12,25 +12,29 @@ import asyncio
 import concurrent.futures
 import copy
 import email.utils
+import functools
+import hashlib
 import json
 import logging
 import os
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field, PrivateAttr, SecretStr, field_validator
 
+from taskloom.component import RuntimeParameter
 from taskloom.errors import (
     AuthenticationError,
     BadRequestError,
+    GenerationError,
     OverloadedError,
     RateLimitError,
     RequestTimeoutError,
     ServerError,
 )
-from taskloom.llms import AsyncLLM
+from taskloom.llms import AsyncLLM, failed_output
 from taskloom.typing import ChatType, GenerateOutput
 
 if TYPE_CHECKING:
@@ -90,6 +94,17 @@ class OpenAILLM(AsyncLLM):
         "OpenAI itself (its reasoning models refuse 'max_tokens'), 'max_tokens' with a base_url "
         "(what every compatible server understands).",
     )
+    batch_api: bool = Field(
+        default=False,
+        description="Send each generate() call as one OpenAI Batch API job (cheaper, done within 24 h) "
+        "instead of live requests.",
+    )
+    batch_id: RuntimeParameter[str | None] = Field(
+        default=None,
+        description="With batch_api: collect this submitted batch instead of submitting a new one. Set on "
+        "submission (so a dump taken while the job runs resumes it) and cleared once collected.",
+    )
+    batch_poll_interval: float = Field(default=30.0, gt=0, description="Seconds between two batch status checks.")
     _api_key: str | None = PrivateAttr(default=None)
     _clients: _Clients = PrivateAttr(default_factory=_Clients)
 
@@ -177,20 +192,7 @@ class OpenAILLM(AsyncLLM):
             seed: Seed for best-effort reproducible sampling.
             structured_output: A JSON schema (dict) or a pydantic model class the answer must follow (strict).
         """
-        params: dict[str, Any] = {"model": self.model, "messages": input}
-        if temperature is not None:
-            params["temperature"] = temperature
-        if top_p is not None:
-            params["top_p"] = top_p
-        if max_new_tokens is not None:
-            params[self._max_tokens_field()] = max_new_tokens
-        if stop:
-            params["stop"] = list(stop)
-        if seed is not None:
-            params["seed"] = seed
-        if structured_output is not None:
-            params["response_format"] = response_format(structured_output)
-
+        params = self._request(input, temperature, top_p, max_new_tokens, stop, seed, structured_output)
         client = self._client()
         if self.supports_n:
             parts = [await self._complete(client, params, num_generations)]
@@ -224,6 +226,32 @@ class OpenAILLM(AsyncLLM):
             }
         return output
 
+    def _request(
+        self,
+        input: ChatType,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        max_new_tokens: int | None = 512,
+        stop: list[str] | None = None,
+        seed: int | None = None,
+        structured_output: StructuredOutput | None = None,
+    ) -> dict[str, Any]:
+        """The chat completion request body for one chat (without ``n``); defaults as in agenerate."""
+        params: dict[str, Any] = {"model": self.model, "messages": input}
+        if temperature is not None:
+            params["temperature"] = temperature
+        if top_p is not None:
+            params["top_p"] = top_p
+        if max_new_tokens is not None:
+            params[self._max_tokens_field()] = max_new_tokens
+        if stop:
+            params["stop"] = list(stop)
+        if seed is not None:
+            params["seed"] = seed
+        if structured_output is not None:
+            params["response_format"] = response_format(structured_output)
+        return params
+
     def _max_tokens_field(self) -> str:
         if self.max_tokens_parameter != "auto":
             return self.max_tokens_parameter
@@ -256,6 +284,115 @@ class OpenAILLM(AsyncLLM):
         if isinstance(prompt, int) and isinstance(completion, int):
             return texts, (prompt, completion)
         return texts, None
+
+    # -- Batch API ---------------------------------------------------------------------------
+
+    async def agenerate_batch(
+        self, inputs: Sequence[ChatType], num_generations: int = 1, **kwargs: Any
+    ) -> list[GenerateOutput]:
+        """Answer every input: live requests, or one Batch API job when ``batch_api`` is on."""
+        if not self.batch_api:
+            return await super().agenerate_batch(inputs, num_generations, **kwargs)
+        if not inputs:
+            return []
+        kwargs = {**self.generation_kwargs, **kwargs}
+        self._check_generation_kwargs(kwargs)
+        lines = []
+        for index, chat in enumerate(inputs):
+            body = self._request(chat, **kwargs)
+            if num_generations > 1:
+                body["n"] = num_generations
+            url = "/v1/chat/completions"
+            lines.append({"custom_id": f"request-{index}", "method": "POST", "url": url, "body": body})
+        payload = "\n".join(json.dumps(line, sort_keys=True) for line in lines).encode()
+        digest = hashlib.sha256(payload).hexdigest()
+        client = self._client()
+
+        batch_id = self.batch_id
+        if batch_id is None:
+            uploaded = await self._call(
+                lambda: client.files.create(
+                    file=("taskloom-batch.jsonl", payload, "application/jsonl"), purpose="batch"
+                )
+            )
+            batch = await self._call(
+                lambda: client.batches.create(
+                    input_file_id=uploaded.id,
+                    endpoint="/v1/chat/completions",
+                    completion_window="24h",
+                    metadata={"taskloom_requests_sha256": digest},
+                )
+            )
+            batch_id = self.batch_id = batch.id
+            logger.warning(
+                "Submitted OpenAI batch %s (%d requests); if this run stops, resume with batch_id=%r.",
+                batch_id,
+                len(lines),
+                batch_id,
+            )
+        batch = await self._wait_for_batch(client, batch_id, digest)
+        outputs = await self._collect_batch(client, batch, len(inputs), num_generations)
+        self.batch_id = None  # collected: the next call submits a new job
+        return outputs
+
+    async def _call(self, request: Callable[[], Awaitable[Any]]) -> Any:
+        """One Batch/Files API call, its errors translated and the transient ones retried."""
+        import openai
+
+        async def attempt() -> Any:
+            try:
+                return await request()
+            except openai.OpenAIError as error:
+                raise self._translate(error) from (None if self._leaks(error) else error)
+            except ValueError as error:
+                raise ServerError(f"{self._where()} answered with a malformed body: {error}") from None
+
+        return await self.retry.run(attempt)
+
+    async def _wait_for_batch(self, client: openai.AsyncOpenAI, batch_id: str, digest: str) -> Any:
+        while True:
+            batch = await self._call(lambda: client.batches.retrieve(batch_id))
+            submitted_for = (getattr(batch, "metadata", None) or {}).get("taskloom_requests_sha256")
+            if submitted_for and submitted_for != digest:
+                raise ValueError(
+                    f"OpenAI batch {batch_id} was submitted for other requests than these (different inputs, "
+                    "model or generation kwargs); unset batch_id to submit a new batch."
+                )
+            if batch.status in ("completed", "failed", "expired", "cancelled"):
+                return batch
+            logger.info("OpenAI batch %s is %s: %s", batch_id, batch.status, getattr(batch, "request_counts", ""))
+            await asyncio.sleep(self.batch_poll_interval)
+
+    async def _collect_batch(
+        self, client: openai.AsyncOpenAI, batch: Any, num_inputs: int, num_generations: int
+    ) -> list[GenerateOutput]:
+        if batch.status == "failed":
+            self.batch_id = None  # a failed job cannot be resumed; the next call submits again
+            raise GenerationError(f"OpenAI batch {batch.id} failed: {self._redact(str(batch.errors))}")
+        results: dict[str, Any] = {}
+        for file_id in (batch.output_file_id, batch.error_file_id):
+            if not file_id:
+                continue
+            content = await self._call(functools.partial(client.files.content, file_id))
+            for line in content.text.splitlines():
+                if line.strip():
+                    record = json.loads(line)
+                    results[record.get("custom_id")] = record
+        outputs: list[GenerateOutput] = []
+        for index in range(num_inputs):
+            record = results.get(f"request-{index}")
+            if record is None:
+                missing = f"OpenAI batch {batch.id} ({batch.status}) has no result for this input"
+                outputs.append(failed_output(num_generations, missing))
+                continue
+            response = record.get("response") or {}
+            body = response.get("body")
+            if response.get("status_code") != 200 or not isinstance(body, dict):
+                problem = record.get("error") or body or "no response"
+                outputs.append(failed_output(num_generations, f"BadRequestError: {self._redact(json.dumps(problem))}"))
+                continue
+            outputs.append(_output_from_body(body, num_generations))
+        return outputs
 
     # -- errors ------------------------------------------------------------------------------
 
@@ -303,6 +440,26 @@ class OpenAILLM(AsyncLLM):
 def _text(choice: Any) -> str | None:
     content = choice.message.content
     return content if isinstance(content, str) else None
+
+
+def _output_from_body(body: dict[str, Any], num_generations: int) -> GenerateOutput:
+    """A GenerateOutput from one chat completion body (a Batch API result line)."""
+    choices = sorted(body.get("choices") or [], key=lambda c: c.get("index") or 0)
+    texts: list[str | None] = [
+        c.get("message", {}).get("content") if isinstance(c.get("message", {}).get("content"), str) else None
+        for c in choices
+    ][:num_generations]
+    got = len(texts)
+    texts += [None] * (num_generations - got)
+    usage = body.get("usage") or {}
+    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    output: GenerateOutput = {"generations": texts, "statistics": {}}
+    if isinstance(prompt, int) and isinstance(completion, int):
+        output["statistics"] = {
+            "input_tokens": [prompt] * got + [0] * (num_generations - got),
+            "output_tokens": split_evenly(completion, got) + [0] * (num_generations - got),
+        }
+    return output
 
 
 def split_evenly(total: int, parts: int) -> list[int]:
