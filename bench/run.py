@@ -12,6 +12,7 @@ import platform
 import sys
 
 import import_time
+import openai_throughput
 import task_overhead
 
 
@@ -22,6 +23,9 @@ def main() -> int:
     print()
     overhead = task_overhead.measure()
     task_overhead.report(overhead)
+    print()
+    throughput = openai_throughput.measure()
+    openai_throughput.report(throughput)
 
     def status(ok: bool) -> str:
         return "ok" if ok else "MISSED"
@@ -56,6 +60,20 @@ def main() -> int:
         (
             "  3 generations, grouped",
             f"{overhead['us_per_row_3_grouped']:.2f} us/input row",
+            "-",
+            "info",
+        ),
+        (
+            "openai provider vs plain asyncio, 256 in flight",
+            f"{throughput['rows_per_s']['taskloom']:.0f} / {throughput['rows_per_s']['baseline']:.0f} rows/s "
+            f"= {throughput['ratio']:.2f}x",
+            f">= {throughput['target_ratio']}x",
+            status(throughput["met"]),
+        ),
+        (
+            "  client CPU per request (taskloom / plain)",
+            f"{throughput['cpu_ms_per_request']['taskloom']:.2f} / "
+            f"{throughput['cpu_ms_per_request']['baseline']:.2f} ms",
             "-",
             "info",
         ),
