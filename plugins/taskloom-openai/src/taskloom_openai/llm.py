@@ -171,7 +171,7 @@ class OpenAILLM(AsyncLLM):
 
     # -- generation --------------------------------------------------------------------------
 
-    async def agenerate(  # type: ignore[override]  # named generation kwargs, as core intends
+    async def agenerate(
         self,
         input: ChatType,
         num_generations: int = 1,
