@@ -429,11 +429,13 @@ def test_changed_settings_get_a_new_client() -> None:
         try:
             assert run_one(llm)["generations"] == ["first"]
             llm.base_url = second.url
+            llm.api_key = "sk-rotated"  # type: ignore[assignment]  # validated into a SecretStr
             assert run_one(llm)["generations"] == ["second"]
         finally:
             llm.unload()
     assert len(first.requests) == 1
     assert len(second.requests) == 1
+    assert second.requests[0].headers["authorization"] == "Bearer sk-rotated"
 
 
 def test_copies_and_pickles_start_without_clients() -> None:

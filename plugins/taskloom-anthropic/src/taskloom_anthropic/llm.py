@@ -106,6 +106,8 @@ class AnthropicLLM(AsyncLLM):
         """The client for the running event loop and the current settings, created on first use."""
         if self._secret is None:
             self.load()
+        elif self.api_key is not None and self.api_key.get_secret_value() != self._secret:
+            self._secret = self.api_key.get_secret_value()  # the key was changed after load()
         loop = asyncio.get_running_loop()
         settings = (self.base_url, self.timeout, self._secret)
         client = self._clients.get(loop, settings)
@@ -125,7 +127,7 @@ class AnthropicLLM(AsyncLLM):
 
     # -- generation ----------------------------------------------------------------------------
 
-    async def agenerate(  # type: ignore[override]  # named generation kwargs are the contract
+    async def agenerate(
         self,
         input: ChatType,
         num_generations: int = 1,
@@ -357,6 +359,10 @@ async def _all_or_nothing(calls: list[Awaitable[Any]]) -> list[Any]:
     if len(calls) == 1:
         return [await calls[0]]
     tasks = [asyncio.ensure_future(c) for c in calls]
+    for task in tasks:
+        # If the loop stops before we look (a sibling input failed and the run ended), a failure
+        # must not be reported as "never retrieved" at exit: it was seen, or it no longer matters.
+        task.add_done_callback(_retrieve)
     try:
         _, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
     except BaseException:
@@ -372,6 +378,11 @@ async def _all_or_nothing(calls: list[Awaitable[Any]]) -> list[Any]:
     if failures:
         raise failures[0]  # type: ignore[misc]
     return [task.result() for task in tasks]
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:
