@@ -21,7 +21,7 @@ import pytest
 from anthropic_scripted_http import Reply, ScriptedServer, error, message, tool_use
 from pydantic import BaseModel
 from taskloom_anthropic import AnthropicLLM
-from taskloom_anthropic.llm import API_KEY_ENV, DEFAULT_MAX_NEW_TOKENS, _retry_after
+from taskloom_anthropic.llm import API_KEY_ENV, DEFAULT_MAX_NEW_TOKENS
 
 from taskloom import get_llm
 from taskloom.errors import (
@@ -411,16 +411,6 @@ def test_clients_are_per_event_loop_and_closed_on_unload() -> None:
             llm.unload()
         assert len(llm._clients) == 0
         assert len(server.requests) == 2
-
-
-def test_retry_after_header_forms() -> None:
-    assert _retry_after({"retry-after": "3"}) == 3.0
-    assert _retry_after({"retry-after": "1.5"}) == 1.5
-    assert _retry_after({"retry-after-ms": "250", "retry-after": "9"}) == 0.25
-    assert _retry_after({}) is None
-    assert _retry_after({"retry-after": "soon"}) is None
-    future = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 30))
-    assert 25 <= (_retry_after({"retry-after": future}) or 0) <= 31
 
 
 def test_changed_settings_get_a_new_client() -> None:

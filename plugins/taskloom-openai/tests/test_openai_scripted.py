@@ -6,7 +6,6 @@ scripted here; the success paths are also checked against llama-server in test_o
 
 from __future__ import annotations
 
-import email.utils
 import json
 import subprocess
 import sys
@@ -17,7 +16,7 @@ import pytest
 from openai_scripted_http import Reply, ScriptedServer, completion
 from pydantic import BaseModel
 from taskloom_openai import OpenAILLM
-from taskloom_openai.llm import response_format, retry_after, split_evenly
+from taskloom_openai.llm import response_format, split_evenly
 
 import taskloom
 from taskloom.errors import AuthenticationError
@@ -264,15 +263,6 @@ def test_split_evenly() -> None:
     assert split_evenly(2, 4) == [1, 1, 0, 0]
     assert split_evenly(9, 1) == [9]
     assert sum(split_evenly(101, 7)) == 101
-
-
-def test_retry_after_forms() -> None:
-    assert retry_after({"retry-after": "2"}) == 2.0
-    assert retry_after({"retry-after-ms": "250", "retry-after": "9"}) == 0.25
-    assert retry_after({}) is None
-    assert retry_after({"retry-after": "soon"}) is None
-    later = email.utils.formatdate(time.time() + 30, usegmt=True)
-    assert 25 <= (retry_after({"retry-after": later}) or 0) <= 31
 
 
 # -- key, client, plugin ---------------------------------------------------------------------

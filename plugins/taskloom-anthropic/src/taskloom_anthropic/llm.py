@@ -8,13 +8,11 @@ are switched off, and every SDK failure is translated into one of :mod:`taskloom
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import json
 import logging
 import os
 import re
 import threading
-import time
 import weakref
 from collections.abc import Awaitable, Mapping
 from typing import Any, ClassVar
@@ -25,12 +23,11 @@ from pydantic import BaseModel, Field, PrivateAttr, SecretStr
 from taskloom.errors import (
     AuthenticationError,
     BadRequestError,
-    OverloadedError,
-    RateLimitError,
     RequestTimeoutError,
     ServerError,
 )
 from taskloom.llms import AsyncLLM
+from taskloom.llms.http import error_for_status
 from taskloom.typing import ChatType, GenerateOutput
 
 logger = logging.getLogger("taskloom.anthropic")
@@ -214,18 +211,9 @@ class AnthropicLLM(AsyncLLM):
         status: int = error.status_code
         detail = self._redact(error.api_message or error.message or f"HTTP {status}")
         message = f"Anthropic API answered HTTP {status}: {detail}"
-        retry_after = _retry_after(error.response.headers)
-        if status == 429:
-            return RateLimitError(message, retry_after=retry_after, status=status)
-        if status in (529, 503):
-            return OverloadedError(message, retry_after=retry_after, status=status)
-        if status in (401, 403):
-            return AuthenticationError(f"{message}. Check the key in {API_KEY_ENV} (or api_key=...).")
-        if status == 408:
-            return RequestTimeoutError(message, retry_after=retry_after, status=status)
-        if status >= 500:
-            return ServerError(message, retry_after=retry_after, status=status)
-        return BadRequestError(message)
+        return error_for_status(
+            status, message, error.response.headers, auth_hint=f"Check the key in {API_KEY_ENV} (or api_key=...)."
+        )
 
     def _redact(self, error: object) -> str:
         text = str(error)
@@ -383,28 +371,6 @@ async def _all_or_nothing(calls: list[Awaitable[Any]]) -> list[Any]:
 def _retrieve(task: asyncio.Future[Any]) -> None:
     if not task.cancelled():
         task.exception()
-
-
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds the server asked us to wait: ``retry-after-ms``, or ``retry-after`` (seconds or a date)."""
-    millis = headers.get("retry-after-ms")
-    if millis:
-        try:
-            return max(0.0, float(millis) / 1000)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 def _close_on(loop: asyncio.AbstractEventLoop, client: Any) -> None:

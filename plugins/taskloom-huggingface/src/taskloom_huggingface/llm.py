@@ -15,10 +15,8 @@ never imports ``huggingface_hub``.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import json
 import os
-import time
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, Field, PrivateAttr, SecretStr, model_validator
@@ -28,12 +26,11 @@ from taskloom.errors import (
     AuthenticationError,
     BadRequestError,
     GenerationError,
-    OverloadedError,
-    RateLimitError,
     RequestTimeoutError,
     RetryableError,
     ServerError,
 )
+from taskloom.llms.http import error_for_status
 from taskloom.typing import ChatType, GenerateOutput
 
 if TYPE_CHECKING:
@@ -47,23 +44,6 @@ NO_KEY = "none"
 def _key_from_env() -> SecretStr | None:
     value = os.environ.get(ENV_VAR)
     return SecretStr(value) if value else None
-
-
-def _retry_after(headers: Any) -> float | None:
-    """Seconds a ``Retry-After`` header asks for (delta-seconds or an HTTP date), or None."""
-    value = headers.get("retry-after") if headers is not None else None
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 def _schema_of(structured_output: dict[str, Any] | type[BaseModel]) -> tuple[str, dict[str, Any]]:
@@ -369,17 +349,9 @@ class HuggingFaceLLM(AsyncLLM):
             status = response.status_code if response is not None else None
             headers = response.headers if response is not None else None
             message = f"{where} answered HTTP {status}: {detail}"
-            if status == 429:
-                return RateLimitError(message, retry_after=_retry_after(headers), status=status)
-            if status in (503, 529):
-                return OverloadedError(message, retry_after=_retry_after(headers), status=status)
-            if status == 408:
-                return RequestTimeoutError(message, status=status)
-            if status in (401, 403):
-                return AuthenticationError(message)
-            if status is not None and status >= 500:
-                return ServerError(message, retry_after=_retry_after(headers), status=status)
-            return BadRequestError(message)
+            if status is None:
+                return ServerError(message)
+            return error_for_status(status, message, headers)
         if isinstance(error, json.JSONDecodeError) or _raised_while_parsing(error):
             return ServerError(f"{where} sent a response that is not a chat completion (malformed body): {detail}")
         if isinstance(error, httpx2.TransportError):

@@ -11,15 +11,13 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import copy
-import email.utils
 import functools
 import hashlib
 import json
 import logging
 import os
 import re
-import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field, PrivateAttr, SecretStr, field_validator
@@ -27,14 +25,12 @@ from pydantic import BaseModel, Field, PrivateAttr, SecretStr, field_validator
 from taskloom.component import RuntimeParameter
 from taskloom.errors import (
     AuthenticationError,
-    BadRequestError,
     GenerationError,
-    OverloadedError,
-    RateLimitError,
     RequestTimeoutError,
     ServerError,
 )
 from taskloom.llms import AsyncLLM, failed_output
+from taskloom.llms.http import error_for_status
 from taskloom.typing import ChatType, GenerateOutput
 
 if TYPE_CHECKING:
@@ -424,17 +420,7 @@ class OpenAILLM(AsyncLLM):
         if " - " not in str(error) and error.body:  # the SDK found no error message: show the body
             detail = error.body if isinstance(error.body, str) else json.dumps(error.body, default=str)
             message += f" - {self._redact(detail.strip()[:300])}"
-        if status == 429:
-            return RateLimitError(message, retry_after=retry_after(error.response.headers), status=status)
-        if status in (401, 403):
-            return AuthenticationError(message)
-        if status in (503, 529):
-            return OverloadedError(message, retry_after=retry_after(error.response.headers), status=status)
-        if status == 408:
-            return RequestTimeoutError(message, status=status)
-        if status >= 500:
-            return ServerError(message, status=status)
-        return BadRequestError(message)
+        return error_for_status(status, message, error.response.headers)
 
 
 def _text(choice: Any) -> str | None:
@@ -468,28 +454,6 @@ def split_evenly(total: int, parts: int) -> list[int]:
         return []
     share, rest = divmod(max(total, 0), parts)
     return [share + (1 if i < rest else 0) for i in range(parts)]
-
-
-def retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds a server asked us to wait: ``retry-after-ms``, or ``Retry-After`` in seconds or as a date."""
-    millis = headers.get("retry-after-ms")
-    if millis:
-        try:
-            return max(float(millis) / 1000, 0.0)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(when.timestamp() - time.time(), 0.0)
 
 
 def response_format(schema: StructuredOutput) -> dict[str, Any]:
