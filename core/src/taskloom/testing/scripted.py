@@ -14,7 +14,6 @@ from typing import Any, ClassVar
 
 from pydantic import Field, PrivateAttr
 
-from taskloom.errors import GenerationError
 from taskloom.llms import LLM, AsyncLLM
 from taskloom.typing import ChatType, GenerateOutput
 
@@ -122,7 +121,7 @@ class ScriptedLLM(_ScriptedMixin, LLM):
 class ScriptedAsyncLLM(_ScriptedMixin, AsyncLLM):
     """An async LLM for tests: like :class:`ScriptedLLM`, with an optional delay per request.
 
-    A reply that is a :class:`GenerationError` instance fails only its own input, as a
+    A reply that is a :class:`~taskloom.errors.GenerationError` instance fails only its own input, as a
     provider's exhausted retries would.
     """
 
@@ -156,4 +155,4 @@ class ScriptedAsyncLLM(_ScriptedMixin, AsyncLLM):
             self._in_flight -= 1
 
 
-__all__ = ["GenerationError", "ScriptedAsyncLLM", "ScriptedLLM"]
+__all__ = ["ScriptedAsyncLLM", "ScriptedLLM"]
