@@ -14,6 +14,14 @@ from taskloom.registry import Registry, set_registry
 
 
 @pytest.fixture(autouse=True)
+def _no_user_settings(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The developer's own default LLM and config file must not change what a test sees."""
+    for variable in ("TASKLOOM_DEFAULT_LLM", "TASKLOOM_CONFIG"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("xdg-config")))
+
+
+@pytest.fixture(autouse=True)
 def _fresh_registry() -> Iterator[None]:
     previous = set_registry(Registry())
     try:

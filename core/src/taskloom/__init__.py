@@ -13,9 +13,11 @@ from taskloom._version import __version__
 
 if TYPE_CHECKING:
     from taskloom.component import RuntimeParameter
+    from taskloom.config import default_llm, llm_from_spec
     from taskloom.errors import (
         GenerationError,
         MissingColumnError,
+        NoDefaultLLMError,
         PluginConflictError,
         PluginError,
         TaskloomError,
@@ -40,6 +42,9 @@ _LAZY = {
     "RuntimeParameter": "taskloom.component",
     "GenerationError": "taskloom.errors",
     "MissingColumnError": "taskloom.errors",
+    "NoDefaultLLMError": "taskloom.errors",
+    "default_llm": "taskloom.config",
+    "llm_from_spec": "taskloom.config",
     "PluginConflictError": "taskloom.errors",
     "PluginError": "taskloom.errors",
     "TaskloomError": "taskloom.errors",
@@ -71,6 +76,7 @@ __all__ = [
     "GenerateOutput",
     "GenerationError",
     "MissingColumnError",
+    "NoDefaultLLMError",
     "PluginConflictError",
     "PluginError",
     "RuntimeParameter",
@@ -80,12 +86,14 @@ __all__ = [
     "TextGeneration",
     "UnknownNameError",
     "__version__",
+    "default_llm",
     "get_llm",
     "get_task",
     "hookimpl",
     "list_llms",
     "list_plugins",
     "list_tasks",
+    "llm_from_spec",
     "load_llm",
     "load_task",
     "task",

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from taskloom._version import __version__
+from taskloom.errors import TaskloomError
 
 
 def _table(rows: list[list[str]], headers: list[str]) -> str:
@@ -42,7 +43,7 @@ def _describe_class(kind: str, name: str, cls: type) -> dict[str, Any]:
     if kind == "task":
         try:
             # Columns may depend on fields (a template's variables): use the defaults.
-            probe: Any = cls.model_construct()  # type: ignore[attr-defined]
+            probe: Any = cls.model_construct(llm=None)  # type: ignore[attr-defined]  # no default LLM built
             probe.__dict__.setdefault("name", name)
             info["inputs"] = columns_as_dict(probe.inputs)
             info["outputs"] = columns_as_dict(probe.outputs)
@@ -84,7 +85,82 @@ def _cmd_list(kind: str, args: argparse.Namespace) -> int:
     else:
         rows = [[d["name"], d["package"], d["description"]] for d in described]
         print(_table(rows, ["LLM", "PACKAGE", "DESCRIPTION"]))
+        print(f"\nDefault LLM: {_default_llm_line()}")
     return 0
+
+
+def _default_llm_line() -> str:
+    from taskloom.config import default_llm_choice
+
+    try:
+        choice = default_llm_choice()
+    except TaskloomError as error:
+        return f"none ({str(error).splitlines()[0]} See `taskloom config`.)"
+    return f"{choice.spec!r} from {choice.source}"
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    from taskloom.config import DEFAULT_LLM_ENV, config_path, default_llm_choice
+
+    path = config_path()
+    info: dict[str, Any] = {"config_file": str(path), "config_file_exists": path.is_file()}
+    try:
+        choice = default_llm_choice()
+        info["default_llm"] = {"spec": choice.spec, "source": choice.source}
+    except TaskloomError as error:
+        info["default_llm"] = None
+        info["default_llm_error"] = str(error)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"Config file: {path}" + ("" if info["config_file_exists"] else " (not present)"))
+    if info["default_llm"] is None:
+        print(f"Default LLM: none\n{info['default_llm_error']}")
+    else:
+        print(f"Default LLM: {choice.spec!r}, from {choice.source}")
+        print(f"(${DEFAULT_LLM_ENV} overrides the config file; --llm overrides both for one command.)")
+    return 0
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from taskloom.config import ConfigError, default_llm, llm_from_spec
+    from taskloom.registry import get_task
+    from taskloom.tasks.base import METADATA
+
+    llm = llm_from_spec(args.llm) if args.llm else default_llm()
+    asked = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "seed": args.seed}
+    try:
+        llm.set_runtime_parameters({"generation_kwargs": {k: v for k, v in asked.items() if v is not None}})
+    except ValueError as error:  # an option this LLM does not take: say so rather than ignore it
+        raise ConfigError(str(error)) from None
+    fields: dict[str, Any] = {"llm": llm, "num_generations": args.num_generations, "group_generations": True}
+    if args.system_prompt:
+        fields["system_prompt"] = args.system_prompt
+    task = get_task("text-generation", **fields)
+    task.load()
+    try:
+        rows = next(task.process([{"instruction": text} for text in args.instructions]))
+    finally:
+        task.unload()
+    if args.json:
+        for row in rows:
+            print(json.dumps(row, ensure_ascii=False))
+        return 0
+    failed = 0
+    for row in rows:
+        print(f"> {row['instruction']}")
+        for generation in row["generation"]:
+            print(generation if generation is not None else "(no answer)")
+        metadata = row.get(METADATA) or {}
+        # Grouped generations keep one metadata dict per generation.
+        each = metadata if isinstance(metadata, list) else [metadata]
+        errors = {str(m[f"error_{task.name}"]) for m in each if m.get(f"error_{task.name}")}
+        if errors:
+            failed += 1
+            print("(failed: " + "; ".join(sorted(errors)) + ")")
+        print()
+    print(f"model: {rows[0]['model_name'] if rows else llm.model_name}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -103,13 +179,28 @@ def build_parser() -> argparse.ArgumentParser:
     llms = commands.add_parser("llms", help="installed LLM providers")
     llms.add_argument("--json", action="store_true", help="print JSON for scripts")
     llms.set_defaults(run=lambda a: _cmd_list("llm", a))
+
+    config = commands.add_parser("config", help="the config file and the default LLM, with where it comes from")
+    config.add_argument("--json", action="store_true", help="print JSON for scripts")
+    config.set_defaults(run=_cmd_config)
+
+    generate = commands.add_parser(
+        "generate", help="answer instructions with text-generation (the default LLM unless --llm names one)"
+    )
+    generate.add_argument("instructions", nargs="+", metavar="INSTRUCTION")
+    generate.add_argument("--llm", help="an LLM spec such as 'llamacpp' or 'openai:gpt-4o-mini'")
+    generate.add_argument("--system-prompt", help="a system message for every instruction")
+    generate.add_argument("-n", "--num-generations", type=int, default=1, help="answers per instruction")
+    generate.add_argument("--max-new-tokens", type=int, help="most tokens per answer")
+    generate.add_argument("--temperature", type=float, help="sampling temperature")
+    generate.add_argument("--seed", type=int, help="seed for reproducible sampling")
+    generate.add_argument("--json", action="store_true", help="print one JSON row per instruction")
+    generate.set_defaults(run=_cmd_generate)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from taskloom.errors import TaskloomError
-
     try:
         code: int = args.run(args)
     except TaskloomError as error:

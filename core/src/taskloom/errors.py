@@ -28,6 +28,7 @@ class UnknownNameError(TaskloomError, LookupError):
         self.kind = kind
         self.name = name
         self.installed = list(installed)
+        self.broken = list(broken)
         close = difflib.get_close_matches(name, self.installed, n=3, cutoff=0.5)
         lines = [f"No {kind} named {name!r} is installed."]
         if close:
@@ -39,6 +40,10 @@ class UnknownNameError(TaskloomError, LookupError):
             )
         lines.append(f"Install the package that provides {name!r}, or check the spelling.")
         super().__init__("\n".join(lines))
+
+
+class NoDefaultLLMError(TaskloomError, LookupError):
+    """A task needs an LLM, none was given, and no default is configured or installed."""
 
 
 class PluginError(TaskloomError):

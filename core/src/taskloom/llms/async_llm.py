@@ -87,6 +87,7 @@ class AsyncLLM(LLM):
         description="Backoff for rate limits, overloads, server errors and timeouts.",
     )
     _runner: _LoopThread | None = PrivateAttr(default=None)
+    generation_kwargs_from: ClassVar[str] = "agenerate"
 
     if TYPE_CHECKING:
         # Typed loosely so a provider may name its own generation kwargs without **kwargs.
@@ -101,9 +102,6 @@ class AsyncLLM(LLM):
             retried with ``retry``), a :class:`~taskloom.errors.GenerationError` for a failure that
             belongs to this input only (it is recorded on the row); anything else stops the batch.
             """
-
-    def _generate_method(self) -> Callable[..., Any]:
-        return type(self).agenerate
 
     async def _one(
         self, semaphore: asyncio.Semaphore, input: ChatType, num_generations: int, kwargs: dict[str, Any]

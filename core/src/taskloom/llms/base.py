@@ -10,7 +10,7 @@ import inspect
 import re
 from collections.abc import Callable, Mapping, Sequence
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
@@ -69,6 +69,16 @@ class LLM(Component):
 
     model_config = ConfigDict(ignored_types=(_ModelNameSlot,))
 
+    generation_kwargs_from: ClassVar[str] = "generate"
+    """The method whose keyword parameters are this LLM's generation kwargs.
+
+    Point it elsewhere when ``generate`` takes ``**kwargs`` and forwards them to a method that
+    names each one (AsyncLLM uses ``agenerate``), so they are still described and checked.
+    """
+
+    spec_field: ClassVar[str | None] = "model"
+    """The field that the text after ``name:`` sets in a short LLM spec such as ``openai:gpt-4o-mini``."""
+
     if TYPE_CHECKING:
 
         @property
@@ -109,8 +119,22 @@ class LLM(Component):
 
     # -- generation kwargs -------------------------------------------------------------------
 
+    async def agenerate_batch(
+        self, inputs: Sequence[ChatType], num_generations: int = 1, **kwargs: Any
+    ) -> list[GenerateOutput]:
+        """Await ``generate`` from async code: it runs in a worker thread so the event loop goes on.
+
+        ``generation_kwargs`` set on this LLM apply; ``kwargs`` given here override them.
+        :class:`~taskloom.llms.AsyncLLM` overrides this with real concurrency.
+        """
+        import asyncio
+
+        merged = {**self.generation_kwargs, **kwargs}
+        return await asyncio.to_thread(self.generate, inputs, num_generations, **merged)
+
     def _generate_method(self) -> Callable[..., Any]:
-        return type(self).generate
+        method: Callable[..., Any] = getattr(type(self), self.generation_kwargs_from)
+        return method
 
     def generation_parameters(self) -> dict[str, str]:
         """Generation kwargs this LLM accepts, with their descriptions."""

@@ -28,13 +28,23 @@ METADATA = "distilabel_metadata"
 """The metadata column; named as in distilabel so datasets made here read the same."""
 
 
+def _default_llm() -> LLM:
+    from taskloom.config import default_llm
+
+    return default_llm()
+
+
 class Task(Step):
     """Format each row into a chat, generate with ``llm``, parse each answer into columns.
 
     Subclasses define ``inputs``, ``outputs``, ``format_input`` and ``format_output``.
     """
 
-    llm: LLM = Field(description="The LLM that generates this task's outputs.")
+    llm: LLM = Field(
+        default_factory=_default_llm,
+        description="The LLM that generates this task's outputs; when omitted, the default LLM "
+        "($TASKLOOM_DEFAULT_LLM, the config file, else the local model of taskloom-llamacpp).",
+    )
     num_generations: RuntimeParameter[int] = Field(default=1, ge=1, description="Number of generations per input row.")
     group_generations: bool = Field(
         default=False,
