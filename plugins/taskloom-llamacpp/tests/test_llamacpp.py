@@ -1,0 +1,205 @@
+"""LlamaCppLLM with the real bundled model: answers, seeds, statistics, sharing, threads, failures."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import pickle
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import QUICK
+from taskloom_llamacpp import LlamaCppLLM, bundled_model_path
+from taskloom_llamacpp.models import ModelLoadError, loaded_models
+
+from taskloom import get_llm, load_llm
+from taskloom.testing.conformance import LLMConformance
+
+# At temperature 0 the 135M model answers this wording right ("The capital city of Spain is Madrid."),
+# which it does only with its own chat template applied; plainer wordings get it wrong.
+CAPITAL = [{"role": "user", "content": "What's the capital city of Spain? Answer in one sentence."}]
+STORY = [{"role": "user", "content": "Tell me a very short story about a cat."}]
+
+
+class TestConformance(LLMConformance):
+    generation_kwargs = {"max_new_tokens": 16}
+
+    @pytest.fixture
+    def llm(self) -> LlamaCppLLM:
+        return LlamaCppLLM()
+
+
+def test_registered_as_llamacpp() -> None:
+    llm = get_llm("llamacpp")
+    assert isinstance(llm, LlamaCppLLM)
+    assert llm.model_name == "SmolLM2-135M-Instruct.Q4_1"
+    assert bundled_model_path().name == "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def test_answers_a_question(llm: LlamaCppLLM) -> None:
+    [output] = llm.generate([CAPITAL], max_new_tokens=24, temperature=0.0)
+    assert "Madrid" in output["generations"][0]
+
+
+def test_token_statistics(llm: LlamaCppLLM) -> None:
+    [output] = llm.generate([CAPITAL], num_generations=2, max_new_tokens=8, temperature=1.0)
+    stats = output["statistics"]
+    assert all(n > 5 for n in stats["input_tokens"]), "the chat template adds tokens around the question"
+    assert all(0 < n <= 8 for n in stats["output_tokens"])
+
+
+def test_seed_makes_runs_reproducible(llm: LlamaCppLLM) -> None:
+    kwargs: dict[str, Any] = {"max_new_tokens": 24, "temperature": 1.0, "seed": 1234}
+    first = llm.generate([STORY], num_generations=2, **kwargs)[0]["generations"]
+    other = LlamaCppLLM(n_ctx=2048)  # another instance, another context: same answers
+    try:
+        again = other.generate([STORY], num_generations=2, **kwargs)[0]["generations"]
+    finally:
+        other.unload()
+    assert first == again
+    assert first[0] != first[1], "generation i samples with seed + i, so the two differ"
+
+
+def test_without_seed_samples_differ(llm: LlamaCppLLM) -> None:
+    generations = llm.generate([STORY], num_generations=3, max_new_tokens=24, temperature=1.0)[0]["generations"]
+    assert len(set(generations)) > 1
+
+
+def test_generation_kwargs_on_the_llm_apply_to_direct_calls() -> None:
+    llm = LlamaCppLLM(generation_kwargs={"max_new_tokens": 3})
+    try:
+        [output] = llm.generate([STORY])  # loads on first use
+        assert output["statistics"]["output_tokens"] == [3]
+    finally:
+        llm.unload()
+
+
+def test_unknown_generation_kwarg_is_refused_at_construction() -> None:
+    with pytest.raises(ValueError, match="max_tokens"):
+        LlamaCppLLM(generation_kwargs={"max_tokens": 3})
+
+
+def test_loaded_once_per_process() -> None:
+    a, b, c = LlamaCppLLM(), LlamaCppLLM(), LlamaCppLLM(n_ctx=1024)
+    for llm in (a, b, c):
+        llm.load()
+    try:
+        assert a._model().llama is b._model().llama
+        assert a._model().llama is not c._model().llama
+        assert len(loaded_models()) == 2
+        a.unload()
+        assert b.generate([CAPITAL], **QUICK)[0]["generations"][0], "the other holder still works"
+    finally:
+        for llm in (a, b, c):
+            llm.unload()
+    assert loaded_models() == []
+
+
+def test_safe_from_many_threads(llm: LlamaCppLLM) -> None:
+    expected = llm.generate([CAPITAL, STORY], seed=7, **QUICK)
+    results: list[Any] = [None] * 6
+    errors: list[BaseException] = []
+
+    def work(index: int) -> None:
+        try:
+            mine = LlamaCppLLM() if index % 2 else llm  # the same instance and fresh ones
+            results[index] = mine.generate([CAPITAL, STORY], seed=7, **QUICK)
+            if mine is not llm:
+                mine.unload()
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert all(r == expected for r in results), "concurrent calls gave different answers than one at a time"
+
+
+def test_safe_from_many_asyncio_tasks(llm: LlamaCppLLM) -> None:
+    async def main() -> list[Any]:
+        return await asyncio.gather(*(llm.agenerate_batch([CAPITAL], seed=3, **QUICK) for _ in range(4)))
+
+    results = asyncio.run(main())
+    assert len({r[0]["generations"][0] for r in results}) == 1
+
+
+def test_too_long_input_fails_only_its_row() -> None:
+    llm = LlamaCppLLM(n_ctx=256)
+    long_chat = [{"role": "user", "content": "word " * 400}]
+    try:
+        short, long = llm.generate([CAPITAL, long_chat], max_new_tokens=4)
+    finally:
+        llm.unload()
+    assert short["generations"][0]
+    assert long["generations"] == [None]
+    assert "n_ctx" in long["error"]
+
+
+def test_missing_model_file_names_the_path(tmp_path: Path) -> None:
+    llm = LlamaCppLLM(model_path=str(tmp_path / "nope.gguf"))
+    with pytest.raises(ModelLoadError, match=r"nope\.gguf"):
+        llm.load()
+    assert llm.model_name == "nope"
+
+
+def test_a_file_that_is_not_gguf(tmp_path: Path) -> None:
+    bogus = tmp_path / "notes.gguf"
+    bogus.write_text("not a model")
+    with pytest.raises(ModelLoadError, match="GGUF"):
+        LlamaCppLLM(model_path=str(bogus)).load()
+
+
+def test_any_gguf_path_and_the_file_chat_template(tmp_path: Path) -> None:
+    copy = tmp_path / "my-model.gguf"
+    copy.symlink_to(bundled_model_path())
+    llm = get_llm("llamacpp", model_path=str(copy))
+    try:
+        [output] = llm.generate([CAPITAL], **QUICK)
+        assert llm.model_name == "my-model"
+        assert "Madrid" in output["generations"][0]
+        llama = llm._model().llama
+        assert "tokenizer.chat_template" in llama.metadata
+        assert llama.chat_format != "llama-2", "fell back to a template the file does not carry"
+    finally:
+        llm.unload()
+
+
+def test_copies_and_pickles_load_their_own(llm: LlamaCppLLM) -> None:
+    clone = pickle.loads(pickle.dumps(llm))
+    copy = llm.model_copy(deep=True)
+    for other in (clone, copy):
+        try:
+            assert other.generate([CAPITAL], **QUICK)[0]["generations"][0]
+        finally:
+            other.unload()
+    assert llm.generate([CAPITAL], **QUICK)[0]["generations"][0], "the original still holds its model"
+
+
+def test_dump_round_trip_with_options() -> None:
+    llm = LlamaCppLLM(n_ctx=1024, n_threads=1, generation_kwargs={"temperature": 0.3, "seed": 5})
+    assert load_llm(llm.dump()) == llm
+
+
+def test_context_below_llama_cpp_minimum_is_refused() -> None:
+    with pytest.raises(ValueError, match="n_ctx"):
+        LlamaCppLLM(n_ctx=64)
+
+
+def test_grammar_keeps_json_strings_valid_and_integers_in_range() -> None:
+    from pydantic import BaseModel, Field
+    from taskloom_llamacpp.llm import _grammar, _schema_text
+
+    class Score(BaseModel):
+        score: int = Field(ge=1, le=5)
+        note: str
+
+    schema = json.loads(_schema_text(Score))
+    assert schema["properties"]["score"]["enum"] == [1, 2, 3, 4, 5]
+    rules = _grammar(_schema_text(Score))._grammar
+    assert r'char ::= [^"\\\x7F\x00-\x1F]' in rules, "raw control characters must not be allowed in strings"
+    assert '"1" | "2" | "3" | "4" | "5"' in rules
