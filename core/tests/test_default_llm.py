@@ -22,6 +22,12 @@ from taskloom.testing.scripted import ScriptedAsyncLLM, ScriptedLLM
 from taskloom.typing import ChatType, GenerateOutput
 
 
+@pytest.fixture(autouse=True)
+def _without_the_real_local_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests are about resolution, so the real taskloom-llamacpp (if installed) stays out."""
+    monkeypatch.setenv("TASKLOOM_DISABLE_PLUGINS", "llamacpp")
+
+
 class FakeLocal(LLM):
     """Stands in for taskloom-llamacpp's LLM: registered under the local default's name."""
 
