@@ -64,7 +64,7 @@ def main() -> None:
     writer.llm.set_runtime_parameters({"generation_kwargs": {"max_new_tokens": 96, "temperature": 0.7, "seed": 7}})
     judge = rate_answer()
     judge.llm.set_runtime_parameters(
-        {"generation_kwargs": {"structured_output": Verdict, "max_new_tokens": 256, "temperature": 0.2, "seed": 7}}
+        {"generation_kwargs": {"structured_output": Verdict, "max_new_tokens": 768, "temperature": 0.2, "seed": 7}}
     )
     print(f"Model: {writer.llm.model_name}. Answering {len(INSTRUCTIONS)} instructions, then judging the answers...")
 

@@ -26,7 +26,7 @@ def test_structured_output_always_parses(schema_as: str) -> None:
     llm = LlamaCppLLM()
     chats = [[{"role": "user", "content": f"Rate the number {n} from 1 to 5 and say why."}] for n in range(4)]
     try:
-        outputs = llm.generate(chats, num_generations=2, structured_output=schema, max_new_tokens=256, temperature=1.0)
+        outputs = llm.generate(chats, num_generations=2, structured_output=schema, max_new_tokens=768, temperature=1.0)
     finally:
         llm.unload()
     for output in outputs:

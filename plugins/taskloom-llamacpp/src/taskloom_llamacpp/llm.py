@@ -11,7 +11,9 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import re
 import secrets
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -29,6 +31,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("taskloom.llamacpp")
 
 StructuredOutput = dict[str, Any] | type[BaseModel]
+SEED_MASK = 0xFFFFFFFF  # llama.cpp seeds are 32-bit
+_HOLDING_LOCK = threading.Lock()
 
 
 class _Holding:
@@ -103,12 +107,14 @@ class LlamaCppLLM(LLM):
 
     def load(self) -> None:
         """Load the model, or join the copy another instance of this process already loaded."""
-        if self._holding is None:
-            self._holding = _Holding(acquire(self.load_options()))
+        with _HOLDING_LOCK:  # two threads loading one instance must take the model once
+            if self._holding is None:
+                self._holding = _Holding(acquire(self.load_options()))
 
     def unload(self) -> None:
         """Let go of the model; it is freed when no instance in this process holds it."""
-        holding, self._holding = self._holding, None
+        with _HOLDING_LOCK:
+            holding, self._holding = self._holding, None
         if holding is not None:
             release(holding.model)
 
@@ -186,7 +192,7 @@ class LlamaCppLLM(LLM):
                     response: Any = model.llama.create_chat_completion(
                         messages=list(input),  # type: ignore[arg-type]
                         max_tokens=max_new_tokens,
-                        seed=seed + index if seed is not None else secrets.randbits(31),
+                        seed=(seed + index) & SEED_MASK if seed is not None else secrets.randbits(31),
                         grammar=grammar,
                         **sampling,
                     )
@@ -261,10 +267,12 @@ def _exclusive(bound: Any, step: int) -> Any:
     return bound + step if isinstance(bound, int | float) and not isinstance(bound, bool) else None
 
 
-# llama-cpp-python's converter lets a JSON string hold raw control characters (a bare newline),
-# which JSON forbids; llama.cpp's own converter excludes them, and so do we.
-_LAX_CHAR = r'char ::= [^"\\]'
-_JSON_CHAR = r'char ::= [^"\\\x7F\x00-\x1F]'
+# The string character rule of llama-cpp-python's converter lets a JSON string hold raw control
+# characters (a bare newline), which JSON forbids, and \\u escapes, which small models can repeat
+# until max_new_tokens cuts the object off. Ours allows neither: any other character is written
+# as itself (UTF-8), and the short escapes stay.
+_CHAR_RULE = re.compile(r"^char ::= .*$", re.MULTILINE)
+_JSON_CHAR = r'char ::= [^"\\\x7F\x00-\x1F] | "\\" ["\\/bfnrt]'
 
 
 @functools.lru_cache(maxsize=64)
@@ -277,4 +285,4 @@ def _grammar(schema: str) -> llama_cpp.LlamaGrammar:
         gbnf = json_schema_to_gbnf(schema)
     except Exception as error:  # the converter raises plain exceptions for unsupported schemas
         raise ValueError(f"This JSON schema cannot be turned into a llama.cpp grammar: {error}\n{schema}") from error
-    return LlamaGrammar.from_string(gbnf.replace(_LAX_CHAR, _JSON_CHAR), verbose=False)
+    return LlamaGrammar.from_string(_CHAR_RULE.sub(lambda _: _JSON_CHAR, gbnf), verbose=False)
