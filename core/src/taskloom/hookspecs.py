@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from taskloom.registry import LLMRegister, TaskRegister
+    from taskloom.registry import LLMRegister, SinkRegister, SourceRegister, StepRegister, TaskRegister
 
 PROJECT = "taskloom"
 
@@ -42,4 +42,30 @@ def register_tasks(register: TaskRegister) -> None:
 
     Each class must subclass :class:`taskloom.Task`. The name is what users pass to
     ``get_task``, and the default ``name`` of the task, which suffixes its metadata keys.
+    """
+
+
+@hookspec
+def register_steps(register: StepRegister) -> None:
+    """Register Step classes that are not tasks (column steps, filters): ``register("keep-columns", KeepColumns)``.
+
+    Each class must subclass :class:`taskloom.Step`. Pipeline configs name steps by these names
+    (tasks by their task names).
+    """
+
+
+@hookspec
+def register_sources(register: SourceRegister) -> None:
+    """Register pipeline sources: ``register("jsonl", JsonlSource)``.
+
+    Each class must subclass :class:`taskloom.pipeline.Source` and yield rows lazily, in order.
+    """
+
+
+@hookspec
+def register_sinks(register: SinkRegister) -> None:
+    """Register pipeline sinks: ``register("parquet", ParquetSink)``.
+
+    Each class must subclass :class:`taskloom.pipeline.Sink`; it receives each leaf step's rows in
+    input order.
     """

@@ -26,16 +26,24 @@ from taskloom._version import __version__
 from taskloom.component import defined_class
 from taskloom.errors import PluginConflictError, PluginError, UnknownNameError
 from taskloom.llms.base import LLM
+from taskloom.pipeline.base import Sink, Source
 from taskloom.plugins import PluginRecord
+from taskloom.steps import Step
 from taskloom.tasks.base import Task
 
 logger = logging.getLogger("taskloom.plugins")
 
-Kind = Literal["llm", "task"]
+Kind = Literal["llm", "task", "step", "source", "sink"]
 C = TypeVar("C", bound=type)
-_BASES: dict[Kind, type] = {"llm": LLM, "task": Task}
-_HOOKS: dict[Kind, str] = {"llm": "register_llms", "task": "register_tasks"}
-_LABEL: dict[Kind, str] = {"llm": "LLM", "task": "task"}
+_BASES: dict[Kind, type] = {"llm": LLM, "task": Task, "step": Step, "source": Source, "sink": Sink}
+_HOOKS: dict[Kind, str] = {
+    "llm": "register_llms",
+    "task": "register_tasks",
+    "step": "register_steps",
+    "source": "register_sources",
+    "sink": "register_sinks",
+}
+_LABEL: dict[Kind, str] = {"llm": "LLM", "task": "task", "step": "step", "source": "source", "sink": "sink"}
 BUILTINS = "taskloom"
 
 
@@ -114,6 +122,33 @@ class TaskRegister(_Register[type[Task]]):
     kind: Kind = "task"
 
 
+class StepRegister(_Register[type[Step]]):
+    """``register(name, StepClass, aliases=(), description=None)``, given to ``register_steps``."""
+
+    kind: Kind = "step"
+
+
+class SourceRegister(_Register[type[Source]]):
+    """``register(name, SourceClass, aliases=(), description=None)``, given to ``register_sources``."""
+
+    kind: Kind = "source"
+
+
+class SinkRegister(_Register[type[Sink]]):
+    """``register(name, SinkClass, aliases=(), description=None)``, given to ``register_sinks``."""
+
+    kind: Kind = "sink"
+
+
+_REGISTERS: dict[Kind, type[_Register[Any]]] = {
+    "llm": LLMRegister,
+    "task": TaskRegister,
+    "step": StepRegister,
+    "source": SourceRegister,
+    "sink": SinkRegister,
+}
+
+
 class Registry:
     """The plugin manager plus the name tables it fills, loaded as lazily as lookups allow."""
 
@@ -122,7 +157,7 @@ class Registry:
         self.pm.add_hookspecs(hookspecs)
         self._discover = discover
         self._entry_points: list[EntryPoint] | None = None
-        self._tables: dict[Kind, dict[str, Registration]] = {"llm": {}, "task": {}}
+        self._tables: dict[Kind, dict[str, Registration]] = {kind: {} for kind in _HOOKS}
         self._conflicts: dict[tuple[Kind, str], PluginConflictError] = {}
         self._records: dict[str, PluginRecord] = {}
         self._builtins_loaded = False
@@ -207,9 +242,7 @@ class Registry:
             collected: list[Registration] = []
             others = [p for p in self.pm.get_plugins() if p is not plugin]
             for kind, hook in _HOOKS.items():
-                register = (LLMRegister if kind == "llm" else TaskRegister)(
-                    collected, record.name, record.package, record.version
-                )
+                register = _REGISTERS[kind](collected, record.name, record.package, record.version)
                 self.pm.subset_hook_caller(hook, others)(register=register)
             self._commit(collected, record)
         except BaseException:
@@ -366,6 +399,56 @@ def list_llms() -> dict[str, type[LLM]]:
 def list_tasks() -> dict[str, type[Task]]:
     """Every installed task name (aliases aside) and its class, sorted by name."""
     return {reg.name: reg.cls for reg in get_registry().registrations("task")}
+
+
+def get_step_class(name: str) -> type[Step]:
+    """The step registered as ``name``: a column step, or else a task (tasks are steps)."""
+    registry = get_registry()
+    try:
+        step: type[Step] = registry.resolve("step", name).cls
+        return step
+    except UnknownNameError as step_error:
+        try:
+            task: type[Step] = registry.resolve("task", name).cls
+            return task
+        except UnknownNameError:
+            known = sorted({*registry.names("step"), *registry.names("task")})
+            raise UnknownNameError("step or task", name, known, step_error.broken) from None
+
+
+def get_step(name: str, /, **fields: Any) -> Step:
+    """Build the step or task registered as ``name``; like :func:`get_task` for tasks."""
+    cls = get_step_class(name)
+    if "name" not in fields and cls.own_registry_name() is None:
+        fields["name"] = name
+    return cls(**fields)
+
+
+def get_source(name: str, /, **fields: Any) -> Source:
+    """Build the pipeline source registered as ``name``: ``get_source("jsonl", path="in.jsonl")``."""
+    source: Source = get_registry().resolve("source", name).cls(**fields)
+    return source
+
+
+def get_sink(name: str, /, **fields: Any) -> Sink:
+    """Build the pipeline sink registered as ``name``: ``get_sink("parquet")``."""
+    sink: Sink = get_registry().resolve("sink", name).cls(**fields)
+    return sink
+
+
+def list_steps() -> dict[str, type[Step]]:
+    """Every installed non-task step name and its class, sorted by name."""
+    return {reg.name: reg.cls for reg in get_registry().registrations("step")}
+
+
+def list_sources() -> dict[str, type[Source]]:
+    """Every installed source name and its class, sorted by name."""
+    return {reg.name: reg.cls for reg in get_registry().registrations("source")}
+
+
+def list_sinks() -> dict[str, type[Sink]]:
+    """Every installed sink name and its class, sorted by name."""
+    return {reg.name: reg.cls for reg in get_registry().registrations("sink")}
 
 
 def list_plugins() -> list[PluginRecord]:

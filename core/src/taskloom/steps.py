@@ -134,3 +134,20 @@ class Step(Component, ABC):
             "outputs": columns_as_dict(self.outputs),
             "runtime_parameters": self.runtime_parameters_info(),
         }
+
+
+class JoinStep(Step):
+    """A step after several branches (``[b, c] >> join``) that decides how their rows meet.
+
+    For each source row, ``join`` receives the rows every upstream branch made from it, one list
+    per branch in the order the branches were given. Any other step after several branches gets
+    those rows one after another (their union), as if one branch had made them all.
+    """
+
+    @abstractmethod
+    def join(self, branches: list[list[Row]]) -> list[Row]:
+        """The output rows for one source row, from each branch's rows for it."""
+
+    def process(self, inputs: list[Row]) -> Iterator[list[Row]]:
+        # Outside a pipeline, or after a single step: each row is its own one-branch group.
+        yield [out for row in inputs for out in self.join([[row]])]
