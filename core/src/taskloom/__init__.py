@@ -25,8 +25,12 @@ if TYPE_CHECKING:
     )
     from taskloom.hookspecs import hookimpl
     from taskloom.llms import LLM, AsyncLLM
+    from taskloom.pipeline import Pipeline
     from taskloom.registry import (
         get_llm,
+        get_sink,
+        get_source,
+        get_step,
         get_task,
         list_llms,
         list_plugins,
@@ -52,8 +56,12 @@ _LAZY = {
     "hookimpl": "taskloom.hookspecs",
     "LLM": "taskloom.llms",
     "AsyncLLM": "taskloom.llms",
+    "Pipeline": "taskloom.pipeline",
     "get_llm": "taskloom.registry",
     "get_task": "taskloom.registry",
+    "get_step": "taskloom.registry",
+    "get_source": "taskloom.registry",
+    "get_sink": "taskloom.registry",
     "list_llms": "taskloom.registry",
     "list_plugins": "taskloom.registry",
     "list_tasks": "taskloom.registry",
@@ -77,6 +85,7 @@ __all__ = [
     "GenerationError",
     "MissingColumnError",
     "NoDefaultLLMError",
+    "Pipeline",
     "PluginConflictError",
     "PluginError",
     "RuntimeParameter",
@@ -88,6 +97,9 @@ __all__ = [
     "__version__",
     "default_llm",
     "get_llm",
+    "get_sink",
+    "get_source",
+    "get_step",
     "get_task",
     "hookimpl",
     "list_llms",

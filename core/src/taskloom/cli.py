@@ -163,6 +163,87 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _load(args: argparse.Namespace) -> Any:
+    from taskloom.pipeline.config import load_pipeline
+
+    return load_pipeline(args.pipeline, getattr(args, "set", None) or ())
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    config = _load(args)
+    config.pipeline.validate(config.parameters)
+    described = config.pipeline.describe()
+    print(
+        f"{args.pipeline}: ok. {len(described['steps'])} steps, source {described['source']}, "
+        f"columns checked from its first row; no LLM was called."
+    )
+    return 0
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    config = _load(args)
+    config.pipeline.set_parameters(config.parameters)
+    described = config.pipeline.describe()
+    if args.json:
+        print(json.dumps(described, indent=2, default=str))
+        return 0
+    print(f"pipeline {described['name']}: source {described['source']}")
+    if described["source_columns"] is not None:
+        print(f"  source columns: {', '.join(described['source_columns'])}")
+    for step in described["steps"]:
+        after = f" after {', '.join(step['after'])}" if step["after"] else " (reads the source)"
+        join = ", joins its branches" if step["join"] else ""
+        print(f"\n{step['name']} [{step['type']}]{after}{join}")
+        print(f"  inputs:  {_columns(step['inputs']) or '-'}")
+        print(f"  outputs: {_columns(step['outputs']) or '-'}")
+        if "produces" in step:
+            print(f"  rows after it: {', '.join(step['produces'])}")
+        for line in _parameter_lines(step["runtime_parameters"], "  "):
+            print(line)
+    print(f"\nleaf steps (written out): {', '.join(described['leaves'])}; sinks: {', '.join(described['sinks'])}")
+    return 0
+
+
+def _parameter_lines(info: list[dict[str, Any]], indent: str) -> list[str]:
+    lines = []
+    for entry in info:
+        if "runtime_parameters_info" in entry:
+            lines.append(f"{indent}{entry['name']}:")
+            lines += _parameter_lines(entry["runtime_parameters_info"], indent + "  ")
+            continue
+        default = entry.get("default")
+        shown = f" = {default!r}" if default not in (None, {}, []) else ""
+        lines.append(f"{indent}{entry['name']}{shown}: {entry.get('description', '')}".rstrip())
+        for key in entry.get("keys", []):
+            lines.append(f"{indent}  .{key['name']}: {key.get('description', '')}".rstrip())
+    return lines
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from taskloom.pipeline.progress import choose_progress, summary_table
+
+    config = _load(args)
+    pipeline = config.pipeline
+    if args.dry_run:
+        for step in pipeline.dry_run(config.parameters):
+            print(f"== {step.name}")
+            for chat in step.formatted:
+                print(json.dumps(chat, indent=2, ensure_ascii=False))
+            for row in step.outputs:
+                print(json.dumps(row, ensure_ascii=False, default=str))
+        print("(dry run: nothing was cached or written)")
+        return 0
+    output = args.output or config.output
+    result = pipeline.run(
+        config.parameters, output=output, use_cache=not args.no_cache, progress=choose_progress(args.progress)
+    )
+    print(summary_table(result.stats))
+    for leaf, path in result.files.items():
+        print(f"{leaf}: {path}")
+    print(f"output folder: {result.output_dir}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="taskloom", description="Generate and judge data with LLMs.")
     parser.add_argument("--version", action="version", version=f"taskloom {__version__}")
@@ -196,6 +277,26 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--seed", type=int, help="seed for reproducible sampling")
     generate.add_argument("--json", action="store_true", help="print one JSON row per instruction")
     generate.set_defaults(run=_cmd_generate)
+
+    run = commands.add_parser("run", help="run a pipeline file (resumes from the cache in its output folder)")
+    run.add_argument("pipeline", help="a pipeline YAML file")
+    run.add_argument("--set", action="append", metavar="STEP.PARAM=VALUE", help="a runtime parameter; repeatable")
+    run.add_argument("--output", help="output folder (default: the file's `output`, else out/<name>)")
+    run.add_argument("--dry-run", action="store_true", help="one row through every step; nothing cached or written")
+    run.add_argument("--no-cache", action="store_true", help="ask the LLMs again instead of using the cache")
+    run.add_argument("--progress", choices=["auto", "rich", "log", "none"], default="auto")
+    run.set_defaults(run=_cmd_run)
+
+    show = commands.add_parser("show", help="a pipeline's steps, columns and runtime parameters")
+    show.add_argument("pipeline")
+    show.add_argument("--set", action="append", metavar="STEP.PARAM=VALUE")
+    show.add_argument("--json", action="store_true", help="print JSON for scripts")
+    show.set_defaults(run=_cmd_show)
+
+    validate = commands.add_parser("validate", help="check a pipeline file without calling any LLM")
+    validate.add_argument("pipeline")
+    validate.add_argument("--set", action="append", metavar="STEP.PARAM=VALUE")
+    validate.set_defaults(run=_cmd_validate)
     return parser
 
 

@@ -16,6 +16,9 @@ from taskloom.component import Component, kebab_case
 from taskloom.errors import MissingColumnError
 from taskloom.typing import Row
 
+_SHADOW = "__taskloom_shadowed__"
+_MISSING = object()
+
 StepColumns: TypeAlias = Sequence[str] | Mapping[str, bool]
 """Column names, or column name -> required."""
 
@@ -91,7 +94,12 @@ class Step(Component, ABC):
                     raise MissingColumnError(self.name, column, row.keys(), index, input_name=own)
 
     def map_inputs(self, rows: list[Row]) -> list[Row]:
-        """Rows as the step sees them: mapped columns under the step's own input names."""
+        """Rows as the step sees them: mapped columns under the step's own input names.
+
+        A column that already has the step's input name is set aside and put back by
+        ``map_outputs``, so mapping ``{"instruction": "generation"}`` never loses the row's own
+        ``instruction``.
+        """
         if not self.input_mappings:
             return rows
         pairs = list(self.input_mappings.items())
@@ -99,22 +107,59 @@ class Step(Component, ABC):
         for row in rows:
             view = dict(row)
             for own, source in pairs:
-                if source in view:
+                if source in view and own != source:
+                    if own in view:
+                        view[_SHADOW + own] = view[own]
                     view[own] = view.pop(source)
             mapped.append(view)
         return mapped
 
     def map_outputs(self, rows: list[Row]) -> list[Row]:
-        """Undo ``map_inputs`` and rename outputs per ``output_mappings``, in place."""
-        renames = [(own, source) for own, source in self.input_mappings.items()]
-        renames += list(self.output_mappings.items())
-        if not renames:
+        """Undo ``map_inputs`` and rename outputs per ``output_mappings``, in place.
+
+        Outputs are renamed first, so an output may take the name an input was mapped from
+        (a judge reading ``generation`` as its ``instruction`` and writing ``verdict``).
+        """
+        if not self.input_mappings and not self.output_mappings:
             return rows
+        outputs = list(self.output_mappings.items())
+        inputs = [(own, source) for own, source in self.input_mappings.items() if own != source]
         for row in rows:
-            for old, new in renames:
+            for old, new in outputs:
                 if old in row:
                     row[new] = row.pop(old)
+            for own, source in inputs:
+                if own in row:
+                    row[source] = row.pop(own)
+                shadow = row.pop(_SHADOW + own, _MISSING)
+                if shadow is not _MISSING:
+                    row[own] = shadow
         return rows
+
+    def columns_after(self, available: Sequence[str]) -> list[str]:
+        """Columns a row has after this step, given those it had before (for pipeline checks).
+
+        The default: everything that came in, plus the declared outputs under their mapped names.
+        A step that drops or renames columns overrides this.
+        """
+        produced = [self.output_mappings.get(c, c) for c in columns_as_dict(self.outputs)]
+        return list(dict.fromkeys([*available, *produced]))
+
+    runs_in_thread: ClassVar[bool] = True
+    """Whether a pipeline runs ``process`` in a worker thread (CPU-heavy or blocking steps).
+
+    Cheap steps (renaming columns) set it to False and run on the event loop.
+    """
+
+    def __rshift__(self, other: Any) -> Any:
+        from taskloom.pipeline.graph import Flow
+
+        return Flow.of(self) >> other
+
+    def __rrshift__(self, other: Any) -> Any:
+        from taskloom.pipeline.graph import Flow
+
+        return Flow.of(other) >> self
 
     def load(self) -> None:
         """Acquire what ``process`` needs (models, clients). Called once before processing."""

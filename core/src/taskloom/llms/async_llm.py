@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from pydantic import Field, PrivateAttr
 
 from taskloom.component import RuntimeParameter
-from taskloom.errors import GenerationError
+from taskloom.errors import GenerationError, RetryableError
 from taskloom.llms.base import LLM
 from taskloom.retry import RetryPolicy
 from taskloom.typing import ChatType, GenerateOutput
@@ -28,6 +28,7 @@ from taskloom.typing import ChatType, GenerateOutput
 logger = logging.getLogger("taskloom.llms")
 
 R = TypeVar("R")
+OnRetry = Callable[[RetryableError, int, float], None]
 _RUNNER_LOCK = threading.Lock()
 
 
@@ -107,11 +108,26 @@ class AsyncLLM(LLM):
         self, semaphore: asyncio.Semaphore, input: ChatType, num_generations: int, kwargs: dict[str, Any]
     ) -> GenerateOutput:
         async with semaphore:
-            try:
-                return await self.retry.run(lambda: self.agenerate(input, num_generations, **kwargs))
-            except GenerationError as error:
-                logger.warning("%s: a request failed for good: %s", self.model_name, error)
-                return failed_output(num_generations, error)
+            return await self._attempt(input, num_generations, kwargs, None)
+
+    async def _attempt(
+        self, input: ChatType, num_generations: int, kwargs: dict[str, Any], on_retry: OnRetry | None
+    ) -> GenerateOutput:
+        try:
+            return await self.retry.run(lambda: self.agenerate(input, num_generations, **kwargs), on_retry=on_retry)
+        except GenerationError as error:
+            logger.warning("%s: a request failed for good: %s", self.model_name, error)
+            return failed_output(num_generations, error)
+
+    async def agenerate_one(
+        self, input: ChatType, num_generations: int = 1, *, on_retry: OnRetry | None = None, **kwargs: Any
+    ) -> GenerateOutput:
+        """Answer one input with retries; a failure for good comes back as a failed output.
+
+        The pipeline executor calls this per row, bounding concurrency itself. ``on_retry`` is
+        called with (error, attempt number, seconds to wait) before each retry.
+        """
+        return await self._attempt(input, num_generations, {**self.generation_kwargs, **kwargs}, on_retry)
 
     async def agenerate_batch(
         self, inputs: Sequence[ChatType], num_generations: int = 1, **kwargs: Any

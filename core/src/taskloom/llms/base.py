@@ -132,6 +132,22 @@ class LLM(Component):
         merged = {**self.generation_kwargs, **kwargs}
         return await asyncio.to_thread(self.generate, inputs, num_generations, **merged)
 
+    async def agenerate_one(
+        self, input: ChatType, num_generations: int = 1, *, on_retry: Any = None, **kwargs: Any
+    ) -> GenerateOutput:
+        """Answer one input from async code; a per-input failure comes back as a failed output.
+
+        A sync LLM has no retry policy of its own, so ``on_retry`` is never called here.
+        """
+        from taskloom.errors import GenerationError
+        from taskloom.llms.async_llm import failed_output
+
+        try:
+            [output] = await self.agenerate_batch([input], num_generations, **kwargs)
+        except GenerationError as error:
+            return failed_output(num_generations, error)
+        return output
+
     def _generate_method(self) -> Callable[..., Any]:
         method: Callable[..., Any] = getattr(type(self), self.generation_kwargs_from)
         return method

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from abc import abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from pydantic import Field
@@ -72,6 +72,10 @@ class Task(Step):
 
     def unload(self) -> None:
         self.llm.unload()
+
+    def columns_after(self, available: Sequence[str]) -> list[str]:
+        extra = [self.output_mappings.get(c, c) for c in ("model_name", METADATA)]
+        return list(dict.fromkeys([*super().columns_after(available), *extra]))
 
     def output_columns(self) -> list[str]:
         """Declared outputs without ``model_name``, which the task adds itself."""
