@@ -239,9 +239,30 @@ def _cmd_run(args: argparse.Namespace) -> int:
     )
     print(summary_table(result.stats))
     for leaf, path in result.files.items():
-        print(f"{leaf}: {path}")
-    print(f"output folder: {result.output_dir}")
+        print(f"\n{leaf}: {path}")
+        print(_preview(result.rows(leaf)))
+    for name, made in result.sinks.items():
+        if name != "jsonl" and made is not None:
+            print(f"{name}: {made}")
+    print(f"\noutput folder: {result.output_dir} (run the same command again to resume; --no-cache to redo)")
     return 0
+
+
+def _preview(rows: Any, limit: int = 5, width: int = 40) -> str:
+    """The first rows as a small table, metadata left out and long cells cut."""
+    from taskloom.tasks.base import METADATA
+
+    shown = [row for _, row in zip(range(limit), rows, strict=False)]
+    if not shown:
+        return "(no rows)"
+    columns = [c for c in shown[0] if c != METADATA]
+
+    def cell(value: Any) -> str:
+        text = " ".join(str("-" if value is None else value).split())
+        return text if len(text) <= width else text[: width - 3] + "..."
+
+    table = _table([[cell(row.get(c)) for c in columns] for row in shown], columns)
+    return table
 
 
 def build_parser() -> argparse.ArgumentParser:

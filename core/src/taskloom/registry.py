@@ -413,7 +413,7 @@ def get_step_class(name: str) -> type[Step]:
             return task
         except UnknownNameError:
             known = sorted({*registry.names("step"), *registry.names("task")})
-            raise UnknownNameError("step or task", name, known, step_error.broken) from None
+            raise UnknownNameError("step", name, known, step_error.broken) from None
 
 
 def get_step(name: str, /, **fields: Any) -> Step:

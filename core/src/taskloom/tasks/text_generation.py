@@ -107,3 +107,56 @@ class ChatGeneration(Task):
 
     def format_output(self, output: str | None, input: Row | None = None) -> dict[str, Any]:
         return {"generation": output}
+
+
+class StructuredGeneration(TextGeneration):
+    """Generate a JSON object that follows a schema; each of its properties becomes a column.
+
+    The schema (a JSON schema, or a pydantic model class) is also given to the LLM as
+    ``structured_output`` when it supports that, so a local model's grammar or a provider's JSON
+    mode makes every answer parse; the answer is still checked here, and one that does not
+    parse keeps its raw text.
+    """
+
+    registry_name: ClassVar[str | None] = "structured-generation"
+
+    output_schema: dict[str, Any] = Field(
+        description="JSON schema of the answer (an object); a pydantic model class is accepted too.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _schema_from_model(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            schema = data.get("output_schema")
+            if isinstance(schema, type) and hasattr(schema, "model_json_schema"):
+                data = {**data, "output_schema": schema.model_json_schema()}
+        return data
+
+    @model_validator(mode="after")
+    def _ask_for_structure(self) -> StructuredGeneration:
+        if not isinstance(self.output_schema.get("properties"), dict) or not self.output_schema["properties"]:
+            raise ValueError("output_schema must be a JSON schema of an object with properties.")
+        llm = self.__dict__.get("llm")
+        if llm is not None and "structured_output" in llm.generation_parameters():
+            llm.generation_kwargs.setdefault("structured_output", self.output_schema)
+        return self
+
+    @property
+    def outputs(self) -> StepColumns:
+        return [*self.output_schema["properties"], "model_name"]
+
+    def format_output(self, output: str | None, input: Row | None = None) -> dict[str, Any]:
+        import json
+
+        text = (output or "").strip()
+        start, end = text.find("{"), text.rfind("}")  # tolerate fences or prose around the object
+        if start < 0 or end < start:
+            raise ValueError("the answer holds no JSON object")
+        parsed = json.loads(text[start : end + 1])
+        if not isinstance(parsed, dict):
+            raise ValueError("the answer is not a JSON object")
+        missing = [key for key in self.output_schema.get("required", []) if key not in parsed]
+        if missing:
+            raise ValueError(f"the answer lacks {missing}")
+        return {key: parsed.get(key) for key in self.output_schema["properties"]}
