@@ -2,8 +2,9 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-# Every installable package in the repo: core first, then each plugin folder with a pyproject.
-PACKAGES := core $(sort $(dir $(wildcard plugins/*/pyproject.toml)))
+# Every installable package in the repo: core first (with its optional extras, so the Parquet and
+# Dataset sources and sinks are tested), then each plugin folder with a pyproject.
+PACKAGES := core[yaml,parquet,datasets] $(sort $(dir $(wildcard plugins/*/pyproject.toml)))
 STAMP := $(VENV)/.installed
 
 .PHONY: install test lint typecheck demo bench docs clean
@@ -11,7 +12,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): requirements-dev.txt $(wildcard core/pyproject.toml plugins/*/pyproject.toml)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet $(foreach p,$(PACKAGES),-e ./$(p)) -r requirements-dev.txt
+	$(PY) -m pip install --quiet $(foreach p,$(PACKAGES),-e './$(p)') -r requirements-dev.txt
 	touch $(STAMP)
 
 install: $(STAMP)

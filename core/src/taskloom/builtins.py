@@ -1,9 +1,9 @@
-"""Core's own tasks and LLMs, registered through the same hooks as any plugin's."""
+"""Core's own tasks, LLMs, steps, sources and sinks, registered through the same hooks as any plugin's."""
 
 from __future__ import annotations
 
 from taskloom.hookspecs import hookimpl
-from taskloom.registry import LLMRegister, TaskRegister
+from taskloom.registry import LLMRegister, SinkRegister, SourceRegister, StepRegister, TaskRegister
 
 
 @hookimpl
@@ -20,3 +20,33 @@ def register_llms(register: LLMRegister) -> None:
 
     register("scripted", ScriptedLLM)
     register("scripted-async", ScriptedAsyncLLM)
+
+
+@hookimpl
+def register_steps(register: StepRegister) -> None:
+    from taskloom.pipeline.columns import CombineColumns, GroupColumns, KeepColumns, RenameColumns
+
+    register("keep-columns", KeepColumns)
+    register("rename-columns", RenameColumns)
+    register("combine-columns", CombineColumns)
+    register("group-columns", GroupColumns)
+
+
+@hookimpl
+def register_sources(register: SourceRegister) -> None:
+    from taskloom.pipeline.sources import CsvSource, DatasetSource, JsonlSource, ParquetSource, RowsSource
+
+    register("rows", RowsSource)
+    register("jsonl", JsonlSource)
+    register("csv", CsvSource)
+    register("parquet", ParquetSource)
+    register("hf-dataset", DatasetSource)
+
+
+@hookimpl
+def register_sinks(register: SinkRegister) -> None:
+    from taskloom.pipeline.sinks import DatasetSink, JsonlSink, ParquetSink
+
+    register("jsonl", JsonlSink)
+    register("parquet", ParquetSink)
+    register("dataset", DatasetSink)
