@@ -27,7 +27,7 @@ test: $(STAMP) lint typecheck
 	$(PY) -m pytest
 
 demo: $(STAMP)
-	$(PY) examples/quickstart.py
+	$(VENV)/bin/taskloom run examples/quickstart.yaml
 
 bench: $(STAMP)
 	$(PY) bench/run.py

@@ -8,10 +8,11 @@ from taskloom.registry import LLMRegister, SinkRegister, SourceRegister, StepReg
 
 @hookimpl
 def register_tasks(register: TaskRegister) -> None:
-    from taskloom.tasks.text_generation import ChatGeneration, TextGeneration
+    from taskloom.tasks.text_generation import ChatGeneration, StructuredGeneration, TextGeneration
 
     register("text-generation", TextGeneration)
     register("chat-generation", ChatGeneration)
+    register("structured-generation", StructuredGeneration)
 
 
 @hookimpl
