@@ -139,7 +139,7 @@ def test_rerun_resumes_from_the_cache_and_asks_nothing_twice(tmp_path: Path) -> 
     Pipeline(task, source=ROWS, name="cached").run(output=tmp_path / "run")
     again = EchoLLM()
     task2 = get_task("text-generation", name="t", llm=again, num_generations=2)
-    result = Pipeline(task2, source=ROWS + [{"instruction": "new one"}], name="cached").run(output=tmp_path / "run")
+    result = Pipeline(task2, source=[*ROWS, {"instruction": "new one"}], name="cached").run(output=tmp_path / "run")
     assert [p for e, p in again.__dict__["log"] if e == "start"] == ["new one"]
     assert result.stats.steps["t"].cached == 60
     assert len(read_jsonl(result.files["t"])) == 62
