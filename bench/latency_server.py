@@ -4,6 +4,11 @@ It stands in for a remote API whose latency, not its compute, bounds throughput:
 to go faster against it is to keep more requests in flight. Runs in its own process so its CPU
 does not count against the client being measured.
 
+``GET /stats`` tells how many chat completions arrived and when the first one did, as
+``time.time()`` and ``time.monotonic()`` (on Linux the monotonic clock is one for all processes,
+so a client can compare it with its own); a benchmark timing a fresh process from its start to
+its first request reads it there. ``POST /reset`` forgets both between two measurements.
+
     python bench/latency_server.py --port 8399 --delay 0.2
 """
 
@@ -21,8 +26,11 @@ REPLY = "A fixed answer from the latency server."
 
 def make_app(delay: float) -> web.Application:
     state = {"requests": 0}
+    first: dict[str, float] = {}  # when the first chat completion arrived, on both clocks
 
     async def chat(request: web.Request) -> web.Response:
+        if not first:  # before reading the body: the moment the request reached the handler
+            first.update(wall=time.time(), monotonic=time.monotonic())
         body = await request.json()
         state["requests"] += 1
         await asyncio.sleep(delay)
@@ -41,7 +49,14 @@ def make_app(delay: float) -> web.Application:
         return web.Response(text=json.dumps(payload), content_type="application/json")
 
     async def stats(request: web.Request) -> web.Response:
-        return web.json_response(state)
+        return web.json_response(
+            {**state, "first_request_at": first.get("wall"), "first_request_monotonic": first.get("monotonic")}
+        )
+
+    async def reset(request: web.Request) -> web.Response:
+        state["requests"] = 0
+        first.clear()
+        return web.json_response({"status": "ok"})
 
     async def health(request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -49,6 +64,7 @@ def make_app(delay: float) -> web.Application:
     app = web.Application()
     app.router.add_post("/v1/chat/completions", chat)
     app.router.add_get("/stats", stats)
+    app.router.add_post("/reset", reset)
     app.router.add_get("/health", health)
     return app
 

@@ -14,6 +14,7 @@ import sys
 import import_time
 import llamacpp_throughput
 import openai_throughput
+import pipeline_throughput
 import task_overhead
 
 
@@ -27,6 +28,9 @@ def main() -> int:
     print()
     throughput = openai_throughput.measure()
     openai_throughput.report(throughput)
+    print()
+    pipeline = pipeline_throughput.measure()
+    pipeline_throughput.report(pipeline)
     print()
     local = llamacpp_throughput.measure()
     llamacpp_throughput.report(local)
@@ -80,6 +84,37 @@ def main() -> int:
             f"{throughput['cpu_ms_per_request']['baseline']:.2f} ms",
             "-",
             "info",
+        ),
+        (
+            "Pipeline vs plain asyncio, 1,000 rows, 256 in flight",
+            f"{pipeline['rows_per_s']['pipeline']:.0f} / {pipeline['rows_per_s']['baseline']:.0f} rows/s "
+            f"= {pipeline['ratio']:.2f}x",
+            f">= {pipeline['target_ratio']}x",
+            status(pipeline["ratio_met"]),
+        ),
+        (
+            "  framework CPU on top of the client's",
+            f"{pipeline['framework_cpu_ms_per_row']:.3f} ms/row",
+            f"<= {pipeline['target_cpu_ms_per_row']} ms/row",
+            status(pipeline["cpu_met"]),
+        ),
+        (
+            "  process start to first request",
+            f"{pipeline['start_s'] * 1e3:.0f} ms (plain openai script {pipeline['plain_start_s'] * 1e3:.0f} ms)",
+            f"<= {pipeline['target_start_s'] * 1e3:.0f} ms",
+            status(pipeline["start_met"]),
+        ),
+        (
+            f"  peak memory, {pipeline['memory_rows']:,} rows",
+            f"{pipeline['memory_mb']:.1f} MB",
+            f"<= {pipeline['target_memory_mb']:.0f} MB",
+            status(pipeline["memory_met"]),
+        ),
+        (
+            f"  peak memory, {pipeline['memory_large_rows']:,} rows from JSONL",
+            f"{pipeline['memory_large_mb']:.1f} MB = {pipeline['memory_growth']:.2f}x",
+            f"<= {pipeline['target_flat']}x",
+            status(pipeline["flat_met"]),
         ),
         (
             "llamacpp text-generation vs raw llama-cpp-python",
