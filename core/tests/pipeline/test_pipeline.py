@@ -215,3 +215,14 @@ def test_chain_operators_build_the_dag() -> None:
     assert sorted(flow.edges) == [("a", "b"), ("a", "c"), ("b", "d"), ("c", "d")]
     with pytest.raises(PipelineError, match="Two steps are named"):
         _ = a >> get_task("text-generation", name="a", llm=ScriptedAsyncLLM())
+
+
+def test_async_clients_are_closed_on_the_run_loop(tmp_path: Path) -> None:
+    closed: list[bool] = []
+
+    class Closing(EchoLLM):
+        async def aclose(self) -> None:
+            closed.append(not asyncio.get_running_loop().is_closed())
+
+    Pipeline(get_task("text-generation", llm=Closing()), source=ROWS[:2], name="close").run(output=tmp_path / "r")
+    assert closed == [True]

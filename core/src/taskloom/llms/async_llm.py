@@ -168,6 +168,13 @@ class AsyncLLM(LLM):
             runner = self._runner
         return runner.run(coro)
 
+    async def aclose(self) -> None:
+        """Close the clients this LLM opened on the running event loop.
+
+        A pipeline awaits it before its loop ends, since a connection pool bound to a loop cannot
+        be closed once that loop is gone. Providers with such clients override it.
+        """
+
     def unload(self) -> None:
         with _RUNNER_LOCK:
             runner, self._runner = self._runner, None

@@ -271,6 +271,23 @@ class Pipeline:
         return result
 
     async def _drive(self, executor: Executor, progress: Progress | None, interval: float) -> RunStats:
+        try:
+            return await self._drive_with_progress(executor, progress, interval)
+        finally:
+            await self._close_clients()
+
+    async def _close_clients(self) -> None:
+        """Close every async LLM's clients on this loop, which ends with the run."""
+        from taskloom.llms.async_llm import AsyncLLM
+
+        for step in self.graph.steps.values():
+            if isinstance(step, Task) and isinstance(step.llm, AsyncLLM):
+                try:
+                    await step.llm.aclose()
+                except Exception:  # closing is best effort; the run's own outcome matters more
+                    logger.debug("closing the clients of %s failed", step.llm.model_name, exc_info=True)
+
+    async def _drive_with_progress(self, executor: Executor, progress: Progress | None, interval: float) -> RunStats:
         if progress is None:
             return await executor.run()
 

@@ -93,6 +93,12 @@ class AnthropicLLM(AsyncLLM):
         self._secret = None
         super().unload()
 
+    async def aclose(self) -> None:
+        """Close the client opened on the running loop (the pipeline calls this before its loop ends)."""
+        client = self._clients.pop(asyncio.get_running_loop())
+        if client is not None:
+            await client.close()
+
     def __copy__(self) -> AnthropicLLM:
         # A shallow copy (model_copy) would share the clients of this object; give it its own.
         copied = super().__copy__()
@@ -252,6 +258,11 @@ class _Clients:
             previous = self._by_loop.get(loop)
             self._by_loop[loop] = (settings, client)
         return previous[1] if previous is not None else None
+
+    def pop(self, loop: asyncio.AbstractEventLoop) -> Any:
+        with self._lock:
+            entry = self._by_loop.pop(loop, None)
+        return entry[1] if entry is not None else None
 
     def pop_all(self) -> list[tuple[asyncio.AbstractEventLoop, Any]]:
         with self._lock:

@@ -222,6 +222,12 @@ class HuggingFaceLLM(AsyncLLM):
         self._loaded = False
         super().unload()
 
+    async def aclose(self) -> None:
+        """Close the client opened on the running loop (the pipeline calls this before its loop ends)."""
+        client = self._clients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.close()
+
     def _close_on(self, loop: asyncio.AbstractEventLoop, client: AsyncInferenceClient) -> None:
         """Close ``client`` on the loop it was used on, from whichever thread calls unload()."""
         if loop.is_closed():
