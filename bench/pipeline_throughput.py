@@ -4,8 +4,9 @@
 of it (the source, the DAG executor, the cache lookups, row building, the ordered JSONL sink), on
 the same ground: ``latency_server.py`` in its own process, 1,000 rows of ``text-generation`` through
 ``taskloom-openai`` with 256 requests in flight, and as the baseline the least code that can do the
-work (``asyncio.gather`` under a semaphore over the same ``AsyncOpenAI`` client and aiohttp
-transport, reused from ``openai_throughput``). Four figures, each with its target:
+work (``asyncio.gather`` under a semaphore over the same client: plain aiohttp, since taskloom's
+OpenAI plugin posts chat completions with its own aiohttp session; reused from
+``openai_throughput``). Four figures, each with its target:
 
 * rows per second, pipeline over baseline, alternating rounds, best of ``--repeat`` (at least 0.9x);
   the provider alone (``get_llm("openai").generate``) runs in the same rounds, for context;
@@ -435,7 +436,7 @@ def report(result: dict[str, Any]) -> None:
     print(
         f"  process start to first request: {result['start_s'] * 1e3:.0f} ms "
         f"(target <= {TARGET_START_S * 1e3:.0f} ms): {status(result['start_met'])}; "
-        f"plain openai script: {result['plain_start_s'] * 1e3:.0f} ms"
+        f"plain aiohttp script: {result['plain_start_s'] * 1e3:.0f} ms"
     )
     if result.get("interpreter_and_imports_s") is not None:
         print(
@@ -447,7 +448,7 @@ def report(result: dict[str, Any]) -> None:
     print(
         f"  peak memory after {result['memory_rows']:,} rows: {result['memory_mb']:.1f} MB "
         f"(target <= {TARGET_MEMORY_MB:.0f} MB): {status(result['memory_met'])}; "
-        f"plain openai script: {result['memory_plain_mb']:.1f} MB"
+        f"plain aiohttp script: {result['memory_plain_mb']:.1f} MB"
     )
     print(
         f"  peak memory after {result['memory_large_rows']:,} rows streamed from JSONL: "

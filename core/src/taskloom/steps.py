@@ -193,6 +193,14 @@ class JoinStep(Step):
     def join(self, branches: list[list[Row]]) -> list[Row]:
         """The output rows for one source row, from each branch's rows for it."""
 
+    def columns_after_branches(self, branches: Sequence[Sequence[str]]) -> list[str]:
+        """Columns a row has after the join, from each branch's columns (for pipeline checks).
+
+        The default treats the branches' columns as one set; a join that keeps only the first
+        branch's row (``group-columns``) says so by overriding this.
+        """
+        return self.columns_after(list(dict.fromkeys(column for branch in branches for column in branch)))
+
     def process(self, inputs: list[Row]) -> Iterator[list[Row]]:
         # Outside a pipeline, or after a single step: each row is its own one-branch group.
         yield [out for row in inputs for out in self.join([[row]])]

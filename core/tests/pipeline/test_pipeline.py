@@ -226,3 +226,16 @@ def test_async_clients_are_closed_on_the_run_loop(tmp_path: Path) -> None:
 
     Pipeline(get_task("text-generation", llm=Closing()), source=ROWS[:2], name="close").run(output=tmp_path / "r")
     assert closed == [True]
+
+
+def test_after_group_columns_only_the_first_branch_columns_are_assumed() -> None:
+    first = get_task("text-generation", name="first", llm=ScriptedAsyncLLM())
+    second = get_task(
+        "text-generation", name="second", llm=ScriptedAsyncLLM(), output_mappings={"generation": "only_second"}
+    )
+    group = get_step("group-columns", name="group", columns=["model_name"])
+    needs = get_task(
+        "text-generation", name="needs", llm=ScriptedAsyncLLM(), input_mappings={"instruction": "only_second"}
+    )
+    with pytest.raises(PipelineError, match="needs the column 'only_second'"):
+        Pipeline([first, second] >> group >> needs, source=ROWS[:1], name="cols").validate()

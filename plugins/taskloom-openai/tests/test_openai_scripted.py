@@ -26,8 +26,18 @@ CHAT = [{"role": "user", "content": "Hi"}]
 KEY = "sk-test-very-secret-key-123"
 
 
+CLIENT: Literal["direct", "sdk"] = "direct"
+
+
+@pytest.fixture(autouse=True, params=["direct", "sdk"])
+def _both_clients(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every scripted failure and request shape is checked on both ways of sending requests."""
+    monkeypatch.setattr(sys.modules[__name__], "CLIENT", request.param)
+
+
 def make_llm(server: ScriptedServer, **fields: Any) -> OpenAILLM:
     fields.setdefault("retry", RetryPolicy(max_attempts=3, initial_delay=0.01, max_delay=0.05))
+    fields.setdefault("client", CLIENT)
     return OpenAILLM(model="scripted", base_url=server.base_url, api_key=KEY, **fields)
 
 
@@ -290,7 +300,7 @@ def test_uses_the_aiohttp_transport_and_closes_it(scripted: ScriptedServer) -> N
     import openai
 
     scripted.answer(completion(["ok"]))
-    llm = make_llm(scripted)
+    llm = make_llm(scripted, client="sdk")
     llm.load()
     llm.generate([CHAT])
     [client] = llm._clients.values()
@@ -300,6 +310,23 @@ def test_uses_the_aiohttp_transport_and_closes_it(scripted: ScriptedServer) -> N
     llm.unload()
     assert transport.is_closed
     assert not llm._clients
+
+
+def test_direct_client_needs_no_sdk_and_closes_its_session(scripted: ScriptedServer) -> None:
+    scripted.answer(completion(["ok"]))
+    llm = make_llm(scripted, client="direct")
+    llm.load()
+    assert llm.generate([CHAT])[0]["generations"] == ["ok"]
+    [client] = llm._clients.values()
+    assert scripted.requests[0]["authorization"] == f"Bearer {KEY}"
+    llm.unload()
+    assert client.is_closed
+    code = (
+        "import sys; from taskloom_openai import OpenAILLM; llm = OpenAILLM(model='m', api_key='k'); llm.load(); "
+        "assert 'openai' not in sys.modules; print('ok')"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert result.stdout.strip() == "ok", result.stderr
 
 
 def test_async_callers_get_a_client_on_their_own_loop(scripted: ScriptedServer) -> None:

@@ -178,6 +178,10 @@ class GroupColumns(JoinStep):
         kept = [column for column in available if column not in self.columns]
         return list(dict.fromkeys([*kept, *self.grouped_names()]))
 
+    def columns_after_branches(self, branches: Sequence[Sequence[str]]) -> list[str]:
+        # Only the first branch's row is kept around the grouped lists.
+        return self.columns_after(list(branches[0]) if branches else [])
+
     def join(self, branches: list[list[Row]]) -> list[Row]:
         rows = [row for branch in branches for row in branch]
         if not rows:

@@ -147,7 +147,10 @@ class Graph:
                         f"{', '.join(available) or '(no columns)'}. Add a step that makes it, or map another "
                         f"column with input_mappings={{{column!r}: '<column>'}}."
                     )
-            after[name] = step.columns_after(available)
+            if isinstance(step, JoinStep) and len(parents) > 1:
+                after[name] = step.columns_after_branches([after[parent] for parent in parents])
+            else:
+                after[name] = step.columns_after(available)
             result[name] = (available, after[name])
         return result
 

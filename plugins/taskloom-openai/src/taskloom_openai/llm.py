@@ -36,15 +36,18 @@ from taskloom.typing import ChatType, GenerateOutput
 if TYPE_CHECKING:
     import openai
 
+    from taskloom_openai.direct import DirectChatClient
+
 logger = logging.getLogger("taskloom.openai")
 
 API_KEY_ENV = "OPENAI_API_KEY"
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
 StructuredOutput = dict[str, Any] | type[BaseModel]
 
 
-class _Clients(dict[asyncio.AbstractEventLoop, Any]):
-    """One SDK client per event loop that used this LLM.
+class _Clients(dict[tuple[asyncio.AbstractEventLoop, str], Any]):
+    """One client per event loop (and kind: "direct" or "sdk") that used this LLM.
 
     An aiohttp session belongs to the loop it was opened on, so a client is never shared between
     loops. A copied or pickled LLM (``model_copy(deep=True)``, Ray) starts with no client.
@@ -90,6 +93,12 @@ class OpenAILLM(AsyncLLM):
         "OpenAI itself (its reasoning models refuse 'max_tokens'), 'max_tokens' with a base_url "
         "(what every compatible server understands).",
     )
+    client: Literal["direct", "sdk"] = Field(
+        default="direct",
+        description="How live requests are sent: 'direct' posts chat completions with taskloom's own aiohttp "
+        "session (starts fast, least CPU per request); 'sdk' goes through the openai SDK's AsyncOpenAI. "
+        "The Batch API always uses the SDK.",
+    )
     batch_api: bool = Field(
         default=False,
         description="Send each generate() call as one OpenAI Batch API job (cheaper, done within 24 h) "
@@ -120,8 +129,9 @@ class OpenAILLM(AsyncLLM):
     # -- lifecycle ---------------------------------------------------------------------------
 
     def load(self) -> None:
-        """Check the key and the SDK; the client itself is opened on first use, on its loop."""
-        import openai  # noqa: F401  (fail here, not at the first request, if it is missing)
+        """Check the key (and the SDK when it is used); clients are opened on first use, on their loop."""
+        if self.client == "sdk" or self.batch_api:
+            import openai  # noqa: F401  (fail here, not at the first request, if it is missing)
 
         key = self.api_key.get_secret_value() if self.api_key is not None else os.environ.get(API_KEY_ENV, "")
         if not key:
@@ -133,25 +143,44 @@ class OpenAILLM(AsyncLLM):
 
     def unload(self) -> None:
         clients, self._clients = self._clients, _Clients()
-        for loop, client in clients.items():
+        for (loop, _), client in clients.items():
             _close_on_loop(loop, client)
         self._api_key = None
         super().unload()
 
     async def aclose(self) -> None:
-        """Close the client opened on the running loop (for callers that await ``agenerate_batch``)."""
-        client = self._clients.pop(asyncio.get_running_loop(), None)
-        if client is not None:
-            await client.close()
-
-    def _client(self) -> openai.AsyncOpenAI:
+        """Close the clients opened on the running loop (for callers that await ``agenerate_batch``)."""
         loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
+        for key in [key for key in self._clients if key[0] is loop]:
+            await self._clients.pop(key).close()
+
+    def _client(self) -> Any:
+        """The live-request client for the running loop: our aiohttp one, or the SDK's."""
+        return self._sdk_client() if self.client == "sdk" else self._direct_client()
+
+    def _direct_client(self) -> DirectChatClient:
+        from taskloom_openai.direct import DirectChatClient
+
+        key = (asyncio.get_running_loop(), "direct")
+        client = self._clients.get(key)
         if client is None:
-            if self._api_key is None:
-                raise RuntimeError("OpenAILLM.load() must be called before generating.")
-            client = self._clients[loop] = self._new_client(self._api_key)
+            base_url = self.base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
+            client = self._clients[key] = DirectChatClient(
+                base_url, self._loaded_key(), self.timeout, f"{self._where()} ({self.model})", self._redact
+            )
         return client
+
+    def _sdk_client(self) -> openai.AsyncOpenAI:
+        key = (asyncio.get_running_loop(), "sdk")
+        client = self._clients.get(key)
+        if client is None:
+            client = self._clients[key] = self._new_client(self._loaded_key())
+        return client
+
+    def _loaded_key(self) -> str:
+        if self._api_key is None:
+            raise RuntimeError("OpenAILLM.load() must be called before generating.")
+        return self._api_key
 
     def _new_client(self, key: str) -> openai.AsyncOpenAI:
         import openai
@@ -254,12 +283,15 @@ class OpenAILLM(AsyncLLM):
         return "max_tokens" if self.base_url else "max_completion_tokens"
 
     async def _complete(
-        self, client: openai.AsyncOpenAI, params: dict[str, Any], n: int
+        self, client: Any, params: dict[str, Any], n: int
     ) -> tuple[list[str | None], tuple[int, int] | None]:
         """One request: its answers by choice index, and (prompt_tokens, completion_tokens)."""
+        request = dict(params, n=n) if n > 1 else params
+        if self.client != "sdk":
+            answer: tuple[list[str | None], tuple[int, int] | None] = await client.complete(request)
+            return answer
         import openai
 
-        request = dict(params, n=n) if n > 1 else params
         try:
             response = await client.chat.completions.create(**request)
         except openai.OpenAIError as error:
@@ -302,7 +334,7 @@ class OpenAILLM(AsyncLLM):
             lines.append({"custom_id": f"request-{index}", "method": "POST", "url": url, "body": body})
         payload = "\n".join(json.dumps(line, sort_keys=True) for line in lines).encode()
         digest = hashlib.sha256(payload).hexdigest()
-        client = self._client()
+        client = self._sdk_client()
 
         batch_id = self.batch_id
         if batch_id is None:
