@@ -58,8 +58,9 @@ def test_jsonl_round_trip(tmp_path: Path) -> None:
     assert [json.loads(line) for line in text.splitlines()] == [*ROWS, {"when": "p"}]  # default=str
 
 
-def test_jsonl_is_readable_after_each_write_without_close(tmp_path: Path) -> None:
+def test_jsonl_is_readable_after_each_flush_without_close(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     writer = JsonlSink().open(tmp_path, "leaf")
+    monkeypatch.setattr(writer, "flush_seconds", 0.0)  # write out at every chunk
     path = tmp_path / "leaf.jsonl"
     writer.write(CHUNKS[0])
     # Read by another handle, as after a killed process: only complete lines.
@@ -69,6 +70,15 @@ def test_jsonl_is_readable_after_each_write_without_close(tmp_path: Path) -> Non
     writer.write(CHUNKS[1])
     assert len(path.read_text(encoding="utf-8").splitlines()) == 3
     writer.close()
+
+
+def test_jsonl_gathers_lines_between_flushes(tmp_path: Path) -> None:
+    writer = JsonlSink().open(tmp_path, "leaf")
+    path = tmp_path / "leaf.jsonl"
+    writer.write(CHUNKS[0])
+    assert path.read_text(encoding="utf-8") == "", "a chunk right after opening waits for more"
+    writer.close()
+    assert len(path.read_text(encoding="utf-8").splitlines()) == len(CHUNKS[0])
 
 
 def test_jsonl_open_truncates(tmp_path: Path) -> None:

@@ -21,6 +21,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -28,6 +30,7 @@ from typing import Any, Protocol
 
 from taskloom.llms.async_llm import AsyncLLM
 from taskloom.pipeline.base import SinkWriter, Source
+from taskloom.pipeline.cache import NullCache
 from taskloom.pipeline.graph import Graph
 from taskloom.steps import JoinStep, Step
 from taskloom.tasks.base import METADATA, Task
@@ -39,12 +42,68 @@ _END = object()
 SOURCE_CHUNK = 256
 
 
+CacheEntry = tuple[str, str | None, int | None, int | None]
+
+
 class Cache(Protocol):
     """What the executor needs from a generation cache (``GenerationCache`` or ``NullCache``)."""
 
     def get_many(self, keys: list[str]) -> dict[str, Any]: ...
 
-    def put_many(self, entries: list[tuple[str, str | None, int | None, int | None]]) -> None: ...
+    def put_many(self, entries: list[CacheEntry]) -> None: ...
+
+    def __len__(self) -> int: ...
+
+
+class _CacheWriter:
+    """Commits finished generations from a thread of its own, so SQLite never blocks the loop.
+
+    Each arriving generation is queued at once and committed within about a millisecond (the
+    writer drains the queue into one transaction at a time), so a SIGKILL loses at most the
+    handful still queued: those few are asked again on resume, never the ones committed.
+    """
+
+    def __init__(self, cache: Cache) -> None:
+        self.cache = cache
+        self.queue: queue.SimpleQueue[list[CacheEntry] | None] = queue.SimpleQueue()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._drain, name="taskloom-cache-writer", daemon=True)
+        self.thread.start()
+
+    def put_many(self, entries: list[CacheEntry]) -> None:
+        if self.error is not None:
+            raise self.error
+        self.queue.put(entries)
+
+    def _drain(self) -> None:
+        while True:
+            first = self.queue.get()
+            if first is None:
+                return
+            batch = list(first)
+            stop = False
+            while True:  # take everything already waiting into the same transaction
+                try:
+                    more = self.queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stop = True
+                    break
+                batch.extend(more)
+            try:
+                self.cache.put_many(batch)
+            except BaseException as error:  # reported on the next put and at close
+                self.error = error
+                return
+            if stop:
+                return
+
+    def close(self) -> None:
+        self.queue.put(None)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
 
 
 KeyFunction = Callable[[str, ChatType, dict[str, Any], int], str]
@@ -211,6 +270,11 @@ class Executor:
         """Stream every source row through the graph; raise the first error a step raises."""
         self._tickets = asyncio.Semaphore(self.window)
         self._failure: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # A cache that starts empty can only hold what this run wrote: no need to look anything up.
+        # Without a cache (--no-cache) there are no keys to compute either.
+        self._caching = not isinstance(self.cache, NullCache)
+        self._lookups = self._caching and len(self.cache) > 0
+        self._writer = _CacheWriter(self.cache)
         self.stats.total = self.source.count()
         nodes = self._build()
         workers = [asyncio.ensure_future(self._work(node)) for node in nodes.values()]
@@ -230,6 +294,7 @@ class Executor:
             await asyncio.gather(*everything, return_exceptions=True)
             if not self._failure.done():
                 self._failure.cancel()
+            await asyncio.to_thread(self._writer.close)
             self.stats.finished = time.monotonic()
         return self.stats
 
@@ -356,8 +421,8 @@ class Executor:
         chat = task.format_input(mapped)
         n = task.num_generations
         kwargs = dict(task.llm.generation_kwargs)
-        keys = [self.key(node.identity, chat, kwargs, index) for index in range(n)]
-        hits = self.cache.get_many(keys)
+        keys = [self.key(node.identity, chat, kwargs, index) for index in range(n)] if self._caching else [""] * n
+        hits = self.cache.get_many(keys) if self._lookups else {}
         texts: list[str | None] = [None] * n
         input_tokens = [0] * n
         output_tokens = [0] * n
@@ -379,7 +444,7 @@ class Executor:
             statistics = output.get("statistics") or {}
             in_counts = statistics.get("input_tokens") or []
             out_counts = statistics.get("output_tokens") or []
-            fresh: list[tuple[str, str | None, int | None, int | None]] = []
+            fresh: list[CacheEntry] = []
             for position, index in enumerate(missing):
                 text = generations[position] if position < len(generations) else None
                 texts[index] = text
@@ -387,10 +452,10 @@ class Executor:
                 tokens_out = out_counts[position] if position < len(out_counts) else None
                 input_tokens[index] = tokens_in or 0
                 output_tokens[index] = tokens_out or 0
-                if text is not None and not error:
+                if text is not None and not error and self._caching:
                     fresh.append((keys[index], text, tokens_in, tokens_out))
             if fresh:
-                self.cache.put_many(fresh)
+                self._writer.put_many(fresh)
         stats.input_tokens += sum(input_tokens[i] for i in missing)
         stats.output_tokens += sum(output_tokens[i] for i in missing)
         result: GenerateOutput = {
