@@ -13,6 +13,9 @@ $(STAMP): requirements-dev.txt $(wildcard core/pyproject.toml plugins/*/pyprojec
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(foreach p,$(PACKAGES),-e './$(p)') -r requirements-dev.txt
+	# Editable installs are not byte-compiled by pip (and PYTHONDONTWRITEBYTECODE may forbid it later):
+	# compile our sources once so every start, `taskloom run` included, skips it.
+	$(PY) -m compileall -q core/src plugins/*/src > /dev/null
 	touch $(STAMP)
 
 install: $(STAMP)

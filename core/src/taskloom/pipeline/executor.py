@@ -30,7 +30,6 @@ from typing import Any, Protocol
 
 from taskloom.llms.async_llm import AsyncLLM
 from taskloom.pipeline.base import SinkWriter, Source
-from taskloom.pipeline.cache import NullCache
 from taskloom.pipeline.graph import Graph
 from taskloom.steps import JoinStep, Step
 from taskloom.tasks.base import METADATA, Task
@@ -46,7 +45,7 @@ CacheEntry = tuple[str, str | None, int | None, int | None]
 
 
 class Cache(Protocol):
-    """What the executor needs from a generation cache (``GenerationCache`` or ``NullCache``)."""
+    """What the executor needs from a generation cache (``GenerationCache``); None runs without one."""
 
     def get_many(self, keys: list[str]) -> dict[str, Any]: ...
 
@@ -214,7 +213,7 @@ class Executor:
         graph: Graph,
         source: Source,
         writers: dict[str, list[SinkWriter]],
-        cache: Cache,
+        cache: Cache | None,
         key: KeyFunction,
         identity: Callable[[Any], str],
         *,
@@ -272,9 +271,9 @@ class Executor:
         self._failure: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         # A cache that starts empty can only hold what this run wrote: no need to look anything up.
         # Without a cache (--no-cache) there are no keys to compute either.
-        self._caching = not isinstance(self.cache, NullCache)
-        self._lookups = self._caching and len(self.cache) > 0
-        self._writer = _CacheWriter(self.cache)
+        self._caching = self.cache is not None
+        self._lookups = self.cache is not None and len(self.cache) > 0
+        self._writer = _CacheWriter(self.cache) if self.cache is not None else None
         self.stats.total = self.source.count()
         nodes = self._build()
         workers = [asyncio.ensure_future(self._work(node)) for node in nodes.values()]
@@ -294,7 +293,8 @@ class Executor:
             await asyncio.gather(*everything, return_exceptions=True)
             if not self._failure.done():
                 self._failure.cancel()
-            await asyncio.to_thread(self._writer.close)
+            if self._writer is not None:
+                await asyncio.to_thread(self._writer.close)
             self.stats.finished = time.monotonic()
         return self.stats
 
@@ -352,10 +352,14 @@ class Executor:
             if not units:
                 continue
             if isinstance(node.step, Task):
-                for unit in units:
+                for index, unit in enumerate(units, 1):
                     task = asyncio.ensure_future(self._task_unit(node, unit.seq, unit.rows))
                     running.add(task)
                     task.add_done_callback(self._settled(running))
+                    if index % 16 == 0:
+                        # Let the loop send what is ready before starting more rows: otherwise the
+                        # first request waits until hundreds of rows have been formatted.
+                        await asyncio.sleep(0)
             else:
                 await self._plain_units(node, units)
         if running:
@@ -422,7 +426,7 @@ class Executor:
         n = task.num_generations
         kwargs = dict(task.llm.generation_kwargs)
         keys = [self.key(node.identity, chat, kwargs, index) for index in range(n)] if self._caching else [""] * n
-        hits = self.cache.get_many(keys) if self._lookups else {}
+        hits = self.cache.get_many(keys) if self._lookups and self.cache is not None else {}
         texts: list[str | None] = [None] * n
         input_tokens = [0] * n
         output_tokens = [0] * n
@@ -454,7 +458,7 @@ class Executor:
                 output_tokens[index] = tokens_out or 0
                 if text is not None and not error and self._caching:
                     fresh.append((keys[index], text, tokens_in, tokens_out))
-            if fresh:
+            if fresh and self._writer is not None:
                 self._writer.put_many(fresh)
         stats.input_tokens += sum(input_tokens[i] for i in missing)
         stats.output_tokens += sum(output_tokens[i] for i in missing)

@@ -218,7 +218,6 @@ class Pipeline:
         progress_interval: float = 0.5,
     ) -> RunResult:
         """Run the pipeline into ``output`` (default ``out/<name>``); a rerun there resumes from its cache."""
-        from taskloom.pipeline.cache import GenerationCache, NullCache, generation_key, llm_identity
         from taskloom.pipeline.run_folder import RunFolder
         from taskloom.registry import get_sink
 
@@ -230,7 +229,7 @@ class Pipeline:
         sinks = self.sinks or [get_sink("jsonl")]
         leaves = self.graph.leaves
         with folder.lock():
-            cache = GenerationCache(folder.cache_path) if use_cache else NullCache()
+            cache, key, identity = _open_cache(folder.cache_path) if use_cache else (None, _no_key, _no_identity)
             writers: dict[str, list[SinkWriter]] = {leaf: [] for leaf in leaves}
             loaded: list[Step] = []
             stats: RunStats | None = None
@@ -246,8 +245,8 @@ class Pipeline:
                     chosen,
                     writers,
                     cache,
-                    generation_key,
-                    llm_identity,
+                    key,
+                    identity,
                     window=self.window or _window(self.graph),
                 )
                 stats = _run_coroutine(self._drive(executor, progress, progress_interval))
@@ -259,7 +258,8 @@ class Pipeline:
                         logger.exception("A sink failed to close")
                 for step in reversed(loaded):
                     step.unload()
-                cache.close()
+                if cache is not None:
+                    cache.close()
         result = RunResult(folder.data_dir, stats, leaves)
         for sink in sinks:
             result.sinks[sink.type_name()] = sink.result()
@@ -304,6 +304,20 @@ class Pipeline:
             with contextlib.suppress(asyncio.CancelledError):
                 await ticker
             progress(executor.stats)
+
+
+def _open_cache(path: Path) -> tuple[Any, Any, Any]:
+    from taskloom.pipeline.cache import GenerationCache, generation_key, llm_identity
+
+    return GenerationCache(path), generation_key, llm_identity
+
+
+def _no_key(identity: str, chat: Any, kwargs: Any, index: int) -> str:
+    return ""
+
+
+def _no_identity(llm: Any) -> str:
+    return ""
 
 
 def _window(graph: Graph) -> int:
