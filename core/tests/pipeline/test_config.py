@@ -130,3 +130,37 @@ def test_output_folder_of_another_pipeline_is_refused(tmp_path: Path, capsys: py
     other = write(tmp_path, GOOD.replace("name: demo", "name: other"))
     assert cli.main(["run", str(other), "--output", out, "--progress", "none"]) == 2
     assert "demo" in capsys.readouterr().err
+
+
+def test_structured_generation_asks_for_its_schema_without_changing_a_shared_llm(tmp_path: Path) -> None:
+    from typing import Any, ClassVar
+
+    from taskloom import Pipeline, get_task
+    from taskloom.llms import AsyncLLM
+    from taskloom.typing import ChatType, GenerateOutput
+
+    class SchemaLLM(AsyncLLM):
+        registry_name: ClassVar[str | None] = None
+        seen: list[Any] = []
+
+        @property
+        def model_name(self) -> str:
+            return "schema"
+
+        async def agenerate(
+            self, input: ChatType, num_generations: int = 1, structured_output: Any = None
+        ) -> GenerateOutput:
+            self.seen.append(structured_output)
+            return {"generations": ['{"score": 3}'] * num_generations}
+
+    shared = SchemaLLM()
+    schema = {"type": "object", "properties": {"score": {"type": "integer"}}}
+    judge = get_task("structured-generation", llm=shared, template="{{ instruction }}", output_schema=schema)
+    other = get_task("text-generation", llm=shared)
+    assert shared.generation_kwargs == {}, "the shared LLM is not changed"
+    assert judge.llm_kwargs() == {"structured_output": schema}
+    assert other.llm_kwargs() == {}
+    rows = Pipeline(judge, source=[{"instruction": "q"}], name="s").run(output=tmp_path / "o").rows()
+    assert next(rows)["score"] == 3
+    assert next(iter(judge.process([{"instruction": "q"}])))[0]["score"] == 3
+    assert shared.seen == [schema, schema], "both the pipeline and process() send the schema"

@@ -424,7 +424,7 @@ class Executor:
         [mapped] = task.map_inputs([row])
         chat = task.format_input(mapped)
         n = task.num_generations
-        kwargs = dict(task.llm.generation_kwargs)
+        kwargs = task.llm_kwargs()
         keys = [self.key(node.identity, chat, kwargs, index) for index in range(n)] if self._caching else [""] * n
         hits = self.cache.get_many(keys) if self._lookups and self.cache is not None else {}
         texts: list[str | None] = [None] * n
@@ -442,7 +442,7 @@ class Executor:
         stats.cached += n - len(missing)
         error: str | None = None
         if missing:
-            output = await self._request(node, chat, len(missing))
+            output = await self._request(node, chat, len(missing), kwargs)
             error = output.get("error")
             generations = output["generations"]
             statistics = output.get("statistics") or {}
@@ -473,7 +473,7 @@ class Executor:
             stats.rows_failed += 1
         return built
 
-    async def _request(self, node: _Node, chat: ChatType, count: int) -> GenerateOutput:
+    async def _request(self, node: _Node, chat: ChatType, count: int, kwargs: dict[str, Any]) -> GenerateOutput:
         task = node.step
         assert isinstance(task, Task) and node.semaphore is not None
         stats = node.stats
@@ -485,7 +485,7 @@ class Executor:
             stats.in_flight += 1
             stats.requests += 1
             try:
-                return await task.llm.agenerate_one(chat, count, on_retry=retried)
+                return await task.llm.agenerate_one(chat, count, on_retry=retried, **kwargs)
             finally:
                 stats.in_flight -= 1
 

@@ -73,6 +73,14 @@ class Task(Step):
     def unload(self) -> None:
         self.llm.unload()
 
+    def llm_kwargs(self) -> dict[str, Any]:
+        """Generation kwargs for this task's calls: the LLM's own, plus any the task itself needs.
+
+        A task that needs a kwarg (a schema for structured output) adds it here rather than
+        writing it into its LLM, which another task may share.
+        """
+        return dict(self.llm.generation_kwargs)
+
     def columns_after(self, available: Sequence[str]) -> list[str]:
         extra = [self.output_mappings.get(c, c) for c in ("model_name", METADATA)]
         return list(dict.fromkeys([*super().columns_after(available), *extra]))
@@ -117,7 +125,7 @@ class Task(Step):
         rows = self.map_inputs(list(inputs))
         formatted = self.format_inputs(rows)
         try:
-            outputs = self.llm.generate(formatted, num_generations=self.num_generations, **self.llm.generation_kwargs)
+            outputs = self.llm.generate(formatted, num_generations=self.num_generations, **self.llm_kwargs())
         except GenerationError as error:
             # A sync LLM that gives up on a batch: every row records why, none is dropped.
             logger.warning("Task %r: the LLM failed for a batch of %d rows: %s", self.name, len(rows), error)

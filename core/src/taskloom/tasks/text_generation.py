@@ -134,13 +134,16 @@ class StructuredGeneration(TextGeneration):
         return data
 
     @model_validator(mode="after")
-    def _ask_for_structure(self) -> StructuredGeneration:
+    def _check_schema(self) -> StructuredGeneration:
         if not isinstance(self.output_schema.get("properties"), dict) or not self.output_schema["properties"]:
             raise ValueError("output_schema must be a JSON schema of an object with properties.")
-        llm = self.__dict__.get("llm")
-        if llm is not None and "structured_output" in llm.generation_parameters():
-            llm.generation_kwargs.setdefault("structured_output", self.output_schema)
         return self
+
+    def llm_kwargs(self) -> dict[str, Any]:
+        kwargs = super().llm_kwargs()
+        if "structured_output" in self.llm.generation_parameters():
+            kwargs.setdefault("structured_output", self.output_schema)
+        return kwargs
 
     @property
     def outputs(self) -> StepColumns:
