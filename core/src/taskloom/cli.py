@@ -14,13 +14,7 @@ from typing import Any
 
 from taskloom._version import __version__
 from taskloom.errors import TaskloomError
-
-
-def _table(rows: list[list[str]], headers: list[str]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
-    return "\n".join(lines)
+from taskloom.text_table import format_table
 
 
 def _columns(columns: dict[str, bool]) -> str:
@@ -60,7 +54,7 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
         print(json.dumps([vars(r) for r in records], indent=2))
         return 0
     rows = [[r.name, r.package, r.version, r.status, ", ".join(r.registered) or "-"] for r in records]
-    print(_table(rows, ["PLUGIN", "PACKAGE", "VERSION", "STATUS", "REGISTERS"]))
+    print(format_table(rows, ["PLUGIN", "PACKAGE", "VERSION", "STATUS", "REGISTERS"]))
     failed = [r for r in records if r.error]
     for record in failed:
         print(f"\n{record.label()} failed to load:\n  {record.error}", file=sys.stdout)
@@ -80,11 +74,11 @@ def _cmd_list(kind: str, args: argparse.Namespace) -> int:
             [d["name"], d["package"], _columns(d["inputs"] or {}), _columns(d["outputs"] or {}), d["description"]]
             for d in described
         ]
-        print(_table(rows, ["TASK", "PACKAGE", "INPUTS", "OUTPUTS", "DESCRIPTION"]))
+        print(format_table(rows, ["TASK", "PACKAGE", "INPUTS", "OUTPUTS", "DESCRIPTION"]))
         print("\n(? marks an optional column)")
     else:
         rows = [[d["name"], d["package"], d["description"]] for d in described]
-        print(_table(rows, ["LLM", "PACKAGE", "DESCRIPTION"]))
+        print(format_table(rows, ["LLM", "PACKAGE", "DESCRIPTION"]))
         print(f"\nDefault LLM: {_default_llm_line()}")
     return 0
 
@@ -261,7 +255,7 @@ def _preview(rows: Any, limit: int = 5, width: int = 40) -> str:
         text = " ".join(str("-" if value is None else value).split())
         return text if len(text) <= width else text[: width - 3] + "..."
 
-    table = _table([[cell(row.get(c)) for c in columns] for row in shown], columns)
+    table = format_table([[cell(row.get(c)) for c in columns] for row in shown], columns)
     return table
 
 

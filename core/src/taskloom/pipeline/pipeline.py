@@ -148,9 +148,15 @@ class Pipeline:
 
     def validate(self, parameters: Mapping[str, Mapping[str, Any]] | None = None, *, source: Any = None) -> None:
         """Check everything that can fail before an LLM call: parameters, source, columns."""
+        self._prepare(parameters, source)
+
+    def _prepare(self, parameters: Mapping[str, Mapping[str, Any]] | None, source: Any) -> tuple[Source, Row]:
+        """Apply the parameters and check the columns; the source to read and its first row."""
         self.set_parameters(parameters)
-        first = self._source(source).first_row()
+        chosen = self._source(source)
+        first = chosen.first_row()
         self.graph.columns(list(first))
+        return chosen, first
 
     def describe(self, *, source: Any = None) -> dict[str, Any]:
         """The DAG with each step's columns and runtime parameters (``taskloom show``)."""
@@ -182,8 +188,7 @@ class Pipeline:
         self, parameters: Mapping[str, Mapping[str, Any]] | None = None, *, source: Any = None
     ) -> list[DryRunStep]:
         """Send one row through every step, showing what each LLM is asked; nothing is cached or written."""
-        self.validate(parameters, source=source)
-        first = self._source(source).first_row()
+        _, first = self._prepare(parameters, source)
         made: dict[str, list[Row]] = {}
         report: list[DryRunStep] = []
         for name in self.graph.order:
@@ -221,8 +226,7 @@ class Pipeline:
         from taskloom.pipeline.run_folder import RunFolder
         from taskloom.registry import get_sink
 
-        self.validate(parameters, source=source)
-        chosen = self._source(source)
+        chosen, _ = self._prepare(parameters, source)
         target = Path(output) if output is not None else DEFAULT_OUTPUT / self.name
         folder = RunFolder(target, self.name, self.signature())
         folder.claim()

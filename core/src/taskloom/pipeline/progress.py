@@ -10,6 +10,7 @@ import time
 from typing import Any, TextIO
 
 from taskloom.pipeline.executor import RunStats
+from taskloom.text_table import format_table
 
 
 def _rate(stats: RunStats) -> float:
@@ -118,8 +119,4 @@ def summary_table(stats: RunStats) -> str:
                 str(step.output_tokens) if step.is_task else "-",
             ]
         )
-    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(headers)]
-    out = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
-    out += ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines]
-    out.append(f"{stats.done} rows in {stats.elapsed:.1f}s ({_rate(stats):.1f} rows/s)")
-    return "\n".join(out)
+    return format_table(lines, headers) + f"\n{stats.done} rows in {stats.elapsed:.1f}s ({_rate(stats):.1f} rows/s)"
