@@ -24,9 +24,9 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from taskloom.llms.async_llm import AsyncLLM
 from taskloom.pipeline.base import SinkWriter, Source
@@ -34,6 +34,9 @@ from taskloom.pipeline.graph import Graph
 from taskloom.steps import JoinStep, Step
 from taskloom.tasks.base import METADATA, Task
 from taskloom.typing import ChatType, GenerateOutput, Row
+
+if TYPE_CHECKING:
+    from taskloom.pipeline.cache import CachedGeneration
 
 logger = logging.getLogger("taskloom.pipeline")
 
@@ -47,7 +50,7 @@ CacheEntry = tuple[str, str | None, int | None, int | None]
 class Cache(Protocol):
     """What the executor needs from a generation cache (``GenerationCache``); None runs without one."""
 
-    def get_many(self, keys: list[str]) -> dict[str, Any]: ...
+    def get_many(self, keys: Sequence[str]) -> dict[str, CachedGeneration]: ...
 
     def put_many(self, entries: list[CacheEntry]) -> None: ...
 
@@ -436,9 +439,9 @@ class Executor:
             if hit is None:
                 missing.append(index)
                 continue
-            texts[index] = _field(hit, "text")
-            input_tokens[index] = _field(hit, "input_tokens") or 0
-            output_tokens[index] = _field(hit, "output_tokens") or 0
+            texts[index] = hit.text
+            input_tokens[index] = hit.input_tokens or 0
+            output_tokens[index] = hit.output_tokens or 0
         stats.cached += n - len(missing)
         error: str | None = None
         if missing:
@@ -492,10 +495,6 @@ class Executor:
 
 def _take(rows: Iterator[Row], count: int) -> list[Row]:
     return list(itertools.islice(rows, count))
-
-
-def _field(hit: Any, name: str) -> Any:
-    return hit[name] if isinstance(hit, dict) else getattr(hit, name)
 
 
 def _row_failed(row: Row, task_name: str) -> bool:
