@@ -119,7 +119,7 @@ def _cmd_config(args: argparse.Namespace) -> int:
 def _cmd_generate(args: argparse.Namespace) -> int:
     from taskloom.config import ConfigError, default_llm, llm_from_spec
     from taskloom.registry import get_task
-    from taskloom.tasks.base import METADATA
+    from taskloom.tasks.base import row_errors
 
     llm = llm_from_spec(args.llm) if args.llm else default_llm()
     asked = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "seed": args.seed}
@@ -145,10 +145,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         print(f"> {row['instruction']}")
         for generation in row["generation"]:
             print(generation if generation is not None else "(no answer)")
-        metadata = row.get(METADATA) or {}
-        # Grouped generations keep one metadata dict per generation.
-        each = metadata if isinstance(metadata, list) else [metadata]
-        errors = {str(m[f"error_{task.name}"]) for m in each if m.get(f"error_{task.name}")}
+        errors = row_errors(row, task.name)
         if errors:
             failed += 1
             print("(failed: " + "; ".join(sorted(errors)) + ")")

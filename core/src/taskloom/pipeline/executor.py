@@ -32,7 +32,7 @@ from taskloom.llms.async_llm import AsyncLLM
 from taskloom.pipeline.base import SinkWriter, Source
 from taskloom.pipeline.graph import Graph
 from taskloom.steps import JoinStep, Step
-from taskloom.tasks.base import METADATA, Task
+from taskloom.tasks.base import Task, row_errors
 from taskloom.typing import ChatType, GenerateOutput, Row
 
 if TYPE_CHECKING:
@@ -472,7 +472,7 @@ class Executor:
         if error:
             result["error"] = error
         built = task.map_outputs(task.build_rows([mapped], [chat], [result]))
-        if any(_row_failed(out, task.name) for out in built):
+        if any(row_errors(out, task.name) for out in built):
             stats.rows_failed += 1
         return built
 
@@ -495,9 +495,3 @@ class Executor:
 
 def _take(rows: Iterator[Row], count: int) -> list[Row]:
     return list(itertools.islice(rows, count))
-
-
-def _row_failed(row: Row, task_name: str) -> bool:
-    metadata = row.get(METADATA)
-    each = metadata if isinstance(metadata, list) else [metadata]
-    return any(isinstance(m, dict) and m.get(f"error_{task_name}") for m in each)

@@ -28,6 +28,17 @@ METADATA = "distilabel_metadata"
 """The metadata column; named as in distilabel so datasets made here read the same."""
 
 
+def row_errors(row: Row, task_name: str) -> set[str]:
+    """Why task ``task_name`` got no text for this row (empty if it did).
+
+    Grouped generations keep one metadata dict per generation, so the column may be a list.
+    """
+    metadata = row.get(METADATA)
+    each = metadata if isinstance(metadata, list) else [metadata]
+    key = f"error_{task_name}"
+    return {str(m[key]) for m in each if isinstance(m, dict) and m.get(key)}
+
+
 def _default_llm() -> LLM:
     from taskloom.config import default_llm
 
