@@ -17,6 +17,7 @@ import aiohttp
 
 from taskloom.errors import RequestTimeoutError, ServerError
 from taskloom.llms.http import error_for_status
+from taskloom_openai.llm import choice_texts, usage_counts
 
 Usage = tuple[int, int] | None
 
@@ -67,18 +68,7 @@ class DirectChatClient:
         choices = body.get("choices") if isinstance(body, dict) else None
         if not isinstance(choices, list) or not choices or not all(isinstance(c, dict) for c in choices):
             raise ServerError(f"{self.where} answered without any choice: {self._snippet(raw)}")
-        ordered = sorted(choices, key=lambda c: c.get("index") if isinstance(c.get("index"), int) else 0)
-        texts: list[str | None] = []
-        for choice in ordered:
-            message = choice.get("message")
-            content = message.get("content") if isinstance(message, dict) else None
-            texts.append(content if isinstance(content, str) else None)
-        usage = body.get("usage")
-        if isinstance(usage, dict):
-            prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
-            if isinstance(prompt, int) and isinstance(completion, int):
-                return texts, (prompt, completion)
-        return texts, None
+        return choice_texts(choices), usage_counts(body)
 
     def _snippet(self, raw: bytes) -> str:
         return self.redact(raw[:300].decode("utf-8", "replace"))

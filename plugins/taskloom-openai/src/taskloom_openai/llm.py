@@ -460,19 +460,37 @@ def _text(choice: Any) -> str | None:
     return content if isinstance(content, str) else None
 
 
+def choice_texts(choices: list[dict[str, Any]]) -> list[str | None]:
+    """The answer of each choice of a chat completion body, in choice order (None: no text)."""
+    ordered = sorted(choices, key=lambda c: c.get("index") if isinstance(c.get("index"), int) else 0)
+    texts: list[str | None] = []
+    for choice in ordered:
+        message = choice.get("message")
+        content = message.get("content") if isinstance(message, dict) else None
+        texts.append(content if isinstance(content, str) else None)
+    return texts
+
+
+def usage_counts(body: dict[str, Any]) -> tuple[int, int] | None:
+    """(prompt_tokens, completion_tokens) of a chat completion body, if it reports both."""
+    usage = body.get("usage")
+    if isinstance(usage, dict):
+        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        if isinstance(prompt, int) and isinstance(completion, int):
+            return prompt, completion
+    return None
+
+
 def _output_from_body(body: dict[str, Any], num_generations: int) -> GenerateOutput:
     """A GenerateOutput from one chat completion body (a Batch API result line)."""
-    choices = sorted(body.get("choices") or [], key=lambda c: c.get("index") or 0)
-    texts: list[str | None] = [
-        c.get("message", {}).get("content") if isinstance(c.get("message", {}).get("content"), str) else None
-        for c in choices
-    ][:num_generations]
+    choices = [c for c in body.get("choices") or [] if isinstance(c, dict)]
+    texts = choice_texts(choices)[:num_generations]
     got = len(texts)
     texts += [None] * (num_generations - got)
-    usage = body.get("usage") or {}
-    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    usage = usage_counts(body)
     output: GenerateOutput = {"generations": texts, "statistics": {}}
-    if isinstance(prompt, int) and isinstance(completion, int):
+    if usage is not None:
+        prompt, completion = usage
         output["statistics"] = {
             "input_tokens": [prompt] * got + [0] * (num_generations - got),
             "output_tokens": split_evenly(completion, got) + [0] * (num_generations - got),
