@@ -33,6 +33,17 @@ def test_import_loads_no_plugin_and_no_heavy_module() -> None:
     assert out.strip() == "[]"
 
 
+def test_resolving_a_name_leaves_the_heavy_helpers_unimported() -> None:
+    """What a run does before its first request stays light: no packaging, SDKs or Arrow."""
+    code = (
+        "import sys, taskloom; taskloom.get_task('text-generation', llm=taskloom.get_llm('scripted')); "
+        "taskloom.list_llms(); print(sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'packaging', 'openai', 'anthropic', 'llama_cpp', 'pyarrow', 'datasets', 'jinja2', 'aiohttp'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
 class TestTextGenerationConformance(TaskConformance):
     rows = [{"instruction": "What is 2+2?"}, {"instruction": "Name a colour.", "system_prompt": "Be brief."}]
 

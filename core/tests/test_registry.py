@@ -259,3 +259,49 @@ def test_unknown_name_mentions_disabled_plugins(site: Any, monkeypatch: Any) -> 
     monkeypatch.setenv("TASKLOOM_DISABLE_PLUGINS", "acme")
     with pytest.raises(UnknownNameError, match=r"acme-llm 1\.0 .* is disabled"):
         get_llm("acme")
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "taskloom>=0.1,<1",
+        "taskloom >= 0.1 , < 1",
+        "Task_Loom>=9",
+        "taskloom==0.1",
+        "taskloom==0.1.0.0",
+        "taskloom!=0.1.0",
+        "taskloom>0.1",
+        "taskloom<=0.1",
+        "taskloom<0.1.1",
+        "taskloom(>=0.1)",
+        "taskloom",
+        "taskloom~=0.1",
+        "taskloom==0.*",
+        "taskloom>=0.1rc1",
+        "taskloom[yaml]>=2",
+        'taskloom>=2; extra == "x"',
+        'taskloom>=2; python_version >= "3"',
+        "taskloom-extras>=5",
+        "pydantic>=99",
+    ],
+)
+def test_core_requirement_check_agrees_with_packaging(spec: str, monkeypatch) -> None:
+    """The hand-read fast path answers exactly what packaging's full PEP 440/508 reading does."""
+    from types import SimpleNamespace
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    from taskloom import plugins
+
+    requirement = Requirement(spec)
+    applies = canonicalize_name(requirement.name) == "taskloom" and (
+        requirement.marker is None or requirement.marker.evaluate({"extra": ""})
+    )
+    expected_ok = not applies or requirement.specifier.contains(plugins.__version__, prereleases=True)
+    ep = SimpleNamespace(name="probe", dist=SimpleNamespace(requires=[spec], metadata={"Name": "p"}, version="1"))
+    if expected_ok:
+        plugins.check_core_requirement(ep)  # type: ignore[arg-type]
+    else:
+        with pytest.raises(PluginError, match="requires taskloom"):
+            plugins.check_core_requirement(ep)  # type: ignore[arg-type]
