@@ -100,7 +100,7 @@ def main() -> int:
         ),
         (
             "  process start to first request",
-            f"{pipeline['start_s'] * 1e3:.0f} ms (plain openai script {pipeline['plain_start_s'] * 1e3:.0f} ms)",
+            f"{pipeline['start_s'] * 1e3:.0f} ms (plain aiohttp script {pipeline['plain_start_s'] * 1e3:.0f} ms)",
             f"<= {pipeline['target_start_s'] * 1e3:.0f} ms",
             status(pipeline["start_met"]),
         ),

@@ -32,7 +32,7 @@ from taskloom.llms.async_llm import AsyncLLM
 from taskloom.pipeline.base import SinkWriter, Source
 from taskloom.pipeline.graph import Graph
 from taskloom.steps import JoinStep, Step
-from taskloom.tasks.base import Task, row_errors
+from taskloom.tasks.base import Call, CallPlan, Task, row_errors
 from taskloom.typing import ChatType, GenerateOutput, Row
 
 if TYPE_CHECKING:
@@ -421,14 +421,37 @@ class Executor:
     async def _task_row(self, node: _Node, row: Row) -> list[Row]:
         task = node.step
         assert isinstance(task, Task)
-        stats = node.stats
-        stats.rows_in += 1
+        node.stats.rows_in += 1
         task.check_columns([row])
         [mapped] = task.map_inputs([row])
         chat = task.format_input(mapped)
-        n = task.num_generations
         kwargs = task.llm_kwargs()
-        keys = [self.key(node.identity, chat, kwargs, index) for index in range(n)] if self._caching else [""] * n
+        if task.makes_several_calls:
+            result = await self._run_plan(node, task.plan(mapped, chat), kwargs)
+        else:
+            result = await self._ask(node, Call(chat, task.num_generations), kwargs)
+        built = task.map_outputs(task.build_rows([mapped], [chat], [result]))
+        if any(row_errors(out, task.name) for out in built):
+            node.stats.rows_failed += 1
+        return built
+
+    async def _run_plan(self, node: _Node, plan: CallPlan, kwargs: dict[str, Any]) -> GenerateOutput:
+        """``tasks.base.run_plan``'s async twin: each yielded batch of calls runs concurrently."""
+        try:
+            calls = next(plan)
+            while True:
+                outputs = await asyncio.gather(*(self._ask(node, call, kwargs) for call in calls))
+                calls = plan.send(list(outputs))
+        except StopIteration as done:
+            result: GenerateOutput = done.value
+            return result
+
+    async def _ask(self, node: _Node, call: Call, kwargs: dict[str, Any]) -> GenerateOutput:
+        """One call's answers: from the cache where it has them, else requested (and then cached)."""
+        stats = node.stats
+        chat, n = call.chat, call.count
+        indices = range(call.first_index, call.first_index + n)
+        keys = [self.key(node.identity, chat, kwargs, index) for index in indices] if self._caching else [""] * n
         hits = self.cache.get_many(keys) if self._lookups and self.cache is not None else {}
         texts: list[str | None] = [None] * n
         input_tokens = [0] * n
@@ -471,10 +494,7 @@ class Executor:
         }
         if error:
             result["error"] = error
-        built = task.map_outputs(task.build_rows([mapped], [chat], [result]))
-        if any(row_errors(out, task.name) for out in built):
-            stats.rows_failed += 1
-        return built
+        return result
 
     async def _request(self, node: _Node, chat: ChatType, count: int, kwargs: dict[str, Any]) -> GenerateOutput:
         task = node.step

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import logging
 from abc import abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeAlias
 
 from pydantic import Field
 
@@ -26,6 +27,37 @@ logger = logging.getLogger("taskloom.tasks")
 
 METADATA = "distilabel_metadata"
 """The metadata column; named as in distilabel so datasets made here read the same."""
+
+
+@dataclass(frozen=True)
+class Call:
+    """One request a task makes for a row: a chat and how many answers to it.
+
+    ``first_index`` is the generation index of the first answer. The pipeline's cache keys each
+    answer by it, so a task that asks the same chat once per generation (one chain of calls per
+    generation) gives each chain its own index, and a resumed run finds every chain's answers.
+    """
+
+    chat: ChatType
+    count: int = 1
+    first_index: int = 0
+
+
+CallPlan: TypeAlias = Generator[list[Call], list[GenerateOutput], GenerateOutput]
+"""What :meth:`Task.plan` returns: it yields batches of calls that may run at the same time,
+is sent their outputs (in the same order), and returns the row's output, one text per
+generation."""
+
+
+def run_plan(plan: CallPlan, ask: Callable[[list[Call]], list[GenerateOutput]]) -> GenerateOutput:
+    """Drive a plan to its end with a synchronous ``ask`` (the executor has an async twin)."""
+    try:
+        calls = next(plan)
+        while True:
+            calls = plan.send(ask(calls))
+    except StopIteration as done:
+        result: GenerateOutput = done.value
+        return result
 
 
 def row_errors(row: Row, task_name: str) -> set[str]:
@@ -77,6 +109,23 @@ class Task(Step):
     @abstractmethod
     def format_output(self, output: str | None, input: Row | None = None) -> dict[str, Any]:
         """Parse one generation (for the row it came from) into the ``outputs`` columns."""
+
+    def plan(self, input: Row, chat: ChatType) -> CallPlan:
+        """The requests behind one row's ``num_generations`` texts: by default, one call.
+
+        A task whose answer takes several calls overrides this generator: it yields lists of
+        :class:`Call` (the calls in one list may run concurrently), receives their outputs, and
+        returns one output whose texts go to ``format_output``. Comparing two responses in both
+        orders, or evolving an instruction over rounds that each build on the last, are plans.
+        Every call goes through the same cache, retries and concurrency limit as a plain task's.
+        """
+        [output] = yield [Call(chat, self.num_generations)]
+        return output
+
+    @property
+    def makes_several_calls(self) -> bool:
+        """Whether this task overrides :meth:`plan` (the executor keeps a fast path for one call)."""
+        return type(self).plan is not Task.plan
 
     def load(self) -> None:
         self.llm.load()
@@ -135,21 +184,37 @@ class Task(Step):
         self.check_columns(inputs)
         rows = self.map_inputs(list(inputs))
         formatted = self.format_inputs(rows)
-        try:
-            outputs = self.llm.generate(formatted, num_generations=self.num_generations, **self.llm_kwargs())
-        except GenerationError as error:
-            # A sync LLM that gives up on a batch: every row records why, none is dropped.
-            logger.warning("Task %r: the LLM failed for a batch of %d rows: %s", self.name, len(rows), error)
-            outputs = [failed_output(self.num_generations, error) for _ in rows]
+        kwargs = self.llm_kwargs()
+        if self.makes_several_calls:
+            outputs = [
+                run_plan(self.plan(row, chat), lambda calls: self._generate_calls(calls, kwargs))
+                for row, chat in zip(rows, formatted, strict=True)
+            ]
+        else:
+            outputs = self._generate_calls([Call(chat, self.num_generations) for chat in formatted], kwargs)
         yield self.map_outputs(self.build_rows(rows, formatted, outputs))
+
+    def _generate_calls(self, calls: list[Call], kwargs: dict[str, Any]) -> list[GenerateOutput]:
+        """Calls through the LLM's batch ``generate``, one batch per distinct answer count."""
+        outputs: dict[int, GenerateOutput] = {}
+        for count in dict.fromkeys(call.count for call in calls):
+            positions = [i for i, call in enumerate(calls) if call.count == count]
+            try:
+                answers = self.llm.generate([calls[i].chat for i in positions], num_generations=count, **kwargs)
+            except GenerationError as error:
+                # A sync LLM that gives up on a batch: every row records why, none is dropped.
+                logger.warning("Task %r: the LLM failed for a batch of %d inputs: %s", self.name, len(positions), error)
+                answers = [failed_output(count, error) for _ in positions]
+            if len(answers) != len(positions):
+                raise TaskloomError(
+                    f"LLM {self.llm.model_name!r} returned {len(answers)} outputs for {len(positions)} "
+                    f"inputs in task {self.name!r}; an LLM must return one output per input."
+                )
+            outputs.update(zip(positions, answers, strict=True))
+        return [outputs[i] for i in range(len(calls))]
 
     def build_rows(self, rows: list[Row], formatted: list[ChatType], outputs: list[GenerateOutput]) -> list[Row]:
         """Combine inputs and LLM outputs into output rows, as the task spec says."""
-        if len(outputs) != len(rows):
-            raise TaskloomError(
-                f"LLM {self.llm.model_name!r} returned {len(outputs)} outputs for {len(rows)} "
-                f"inputs in task {self.name!r}; an LLM must return one output per input."
-            )
         model_name = self.llm.model_name
         result: list[Row] = []
         for row, chat, output in zip(rows, formatted, outputs, strict=True):
