@@ -1,0 +1,137 @@
+"""What every task of the pack shares: a Jinja2 prompt the user may replace, JSON when the LLM
+can be held to a schema, and a prose reader for when it cannot.
+
+A task names its template file (``templates/<name>.jinja2``) and builds the template's context
+from a row; it gives the JSON schema of its answer, and two readers: one for the parsed JSON and
+one for free text. ``format_output`` tries JSON first, then prose, and raises (so core keeps the
+raw text) only when both fail.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from importlib import resources
+from typing import Any, ClassVar
+
+from pydantic import Field, model_validator
+from taskloom import Task
+from taskloom.templates import compile_template, template_variables
+from taskloom.typing import ChatType, Row
+
+from taskloom_tasks.parsing import find_json
+
+
+@cache
+def packaged_template(name: str) -> str:
+    """The text of ``templates/<name>.jinja2`` shipped with this package."""
+    return (resources.files("taskloom_tasks") / "templates" / f"{name}.jinja2").read_text(encoding="utf-8")
+
+
+class PromptedTask(Task):
+    """A task whose user message is a Jinja2 template rendered from the row.
+
+    ``template`` replaces the packaged prompt; it sees the same variables (each task's docs list
+    them), including ``json``: true when the answer is held to the task's JSON schema.
+    """
+
+    template_name: ClassVar[str]
+    """The packaged template file, without ``.jinja2``."""
+    default_system_prompt: ClassVar[str | None] = None
+
+    template: str | None = Field(
+        default=None,
+        description="A Jinja2 template for the user message, replacing the task's own; it sees the same variables.",
+    )
+    system_prompt: str | None = Field(
+        default=None, description="A system message; by default the task's own (if it has one)."
+    )
+    structured_output: bool = Field(
+        default=True,
+        description="Ask for the task's JSON schema when the LLM supports structured output, so every answer parses.",
+    )
+
+    @model_validator(mode="after")
+    def _check_template(self) -> PromptedTask:
+        if self.template is not None:
+            unknown = sorted(set(template_variables(self.template)) - set(self.template_variables()))
+            if unknown:
+                raise ValueError(
+                    f"the template uses {unknown}, which task {type(self).__name__} does not provide; "
+                    f"it provides {sorted(self.template_variables())}."
+                )
+        return self
+
+    # -- what a task defines -------------------------------------------------------------------
+
+    def template_variables(self) -> list[str]:
+        """The variables the template may use (documented on the task's page)."""
+        return ["json"]
+
+    def template_context(self, input: Row) -> dict[str, Any]:
+        """The template's variables for one row."""
+        return {}
+
+    def response_schema(self) -> dict[str, Any] | None:
+        """The JSON schema of one answer, or None when the task has none."""
+        return None
+
+    def from_json(self, data: Any, input: Row) -> dict[str, Any]:
+        """Output columns from the answer's JSON; raise ``ValueError`` if it is not usable."""
+        raise ValueError("this task reads no JSON")
+
+    def from_text(self, text: str, input: Row) -> dict[str, Any]:
+        """Output columns from a free-text answer; raise ``ValueError`` if it is not usable."""
+        raise ValueError("this task reads no free text")
+
+    # -- shared machinery ------------------------------------------------------------------------
+
+    def uses_json(self) -> bool:
+        """Whether answers are held to the schema: asked for, and the LLM can do it."""
+        return (
+            self.structured_output
+            and self.response_schema() is not None
+            and "structured_output" in self.llm.generation_parameters()
+        )
+
+    def llm_kwargs(self) -> dict[str, Any]:
+        kwargs = super().llm_kwargs()
+        if self.uses_json():
+            kwargs.setdefault("structured_output", self.response_schema())
+        return kwargs
+
+    def render(self, input: Row, **extra: Any) -> str:
+        source = self.template if self.template is not None else packaged_template(self.template_name)
+        return compile_template(source).render({"json": self.uses_json(), **self.template_context(input), **extra}).strip()
+
+    def chat(self, user: str) -> ChatType:
+        system = self.system_prompt if self.system_prompt is not None else self.default_system_prompt
+        if system:
+            return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+        return [{"role": "user", "content": user}]
+
+    def format_input(self, input: Row) -> ChatType:
+        return self.chat(self.render(input))
+
+    def format_output(self, output: str | None, input: Row | None = None) -> dict[str, Any]:
+        text = output or ""
+        row = input or {}
+        try:
+            return self.from_json(find_json(text), row)
+        except ValueError as json_error:
+            try:
+                return self.from_text(text, row)
+            except ValueError as text_error:
+                raise ValueError(f"{text_error} (read as JSON: {json_error})") from None
+
+
+def replies_json(replies: dict[str, str | None] | list[Any]) -> str:
+    """Several replies kept as one raw output: JSON, so every paid-for text survives, labelled."""
+    return json.dumps(replies, ensure_ascii=False)
+
+
+def text_list(value: Any, column: str, task: str) -> list[Any]:
+    """A list column's value, with an error naming the column when it is not a list."""
+    if not isinstance(value, list):
+        raise ValueError(f"task {task!r}: column {column!r} must be a list, got {type(value).__name__}")
+    return value

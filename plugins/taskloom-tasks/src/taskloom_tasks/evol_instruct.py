@@ -1,0 +1,152 @@
+"""``evol-instruct``: evolve an instruction over several rounds of rewriting, keeping every round."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field
+from taskloom.steps import StepColumns
+from taskloom.tasks.base import Call, CallPlan
+from taskloom.typing import ChatType, GenerateOutput, Row
+
+from taskloom_tasks.base import PromptedTask, replies_json
+from taskloom_tasks.parsing import clean_item, find_json
+
+Operation = Literal["add-constraints", "deepen", "concretize", "increase-reasoning", "breadth"]
+
+OPERATIONS: dict[str, str] = {
+    "add-constraints": "add one more constraint or requirement the answer must satisfy.",
+    "deepen": "make it ask for more depth: probe the underlying issue further, or ask about more of its aspects.",
+    "concretize": "replace general ideas in it with more specific, concrete ones (a named case, real numbers, a precise setting).",
+    "increase-reasoning": "if it can be solved in one obvious step, rework it so that answering needs several explicit steps of reasoning.",
+    "breadth": "instead of rewriting it, write a brand-new instruction in the same domain, on a rarer topic, of similar length and difficulty.",
+}
+"""What each evolution asks the model to do, in the words the prompt uses."""
+
+_LEAD_IN = re.compile(
+    r"^\s*[*#_]*\s*(?:#?\s*)?(?:the\s+)?(?:rewritten|new|evolved|harder|created|final)\s+(?:instruction|prompt)\s*#?[*_]*\s*:?\s*",
+    re.IGNORECASE,
+)
+
+
+def evolved_text(reply: str | None) -> str | None:
+    """The instruction in one round's reply: JSON ``instruction``, or the text without lead-ins and quotes."""
+    if not reply or not reply.strip():
+        return None
+    try:
+        data = find_json(reply)
+    except ValueError:
+        data = None
+    if isinstance(data, dict) and isinstance(data.get("instruction"), str):
+        text = data["instruction"]
+    else:
+        text = re.sub(r"^```[a-zA-Z]*\n|```$", "", reply.strip()).strip()
+        text = _LEAD_IN.sub("", text).strip()
+    text = clean_item(text) if "\n" not in text.strip() else text.strip()
+    return text or None
+
+
+class EvolInstruct(PromptedTask):
+    """Make an instruction harder over ``num_evolutions`` rounds, each rewriting the last round's result.
+
+    Each round applies one operation, drawn from ``operations`` with a generator seeded by
+    ``seed``, the instruction, the generation and the round, so a rerun (or a resumed run)
+    makes the same choices and finds every round in the cache. Outputs: ``evolved_instruction``
+    (the last round), ``evolved_instructions`` (every round, in order) and ``mutations`` (the
+    operation of each round). With ``num_generations`` > 1, each generation is its own chain.
+    The raw output keeps every round's reply as JSON.
+
+    Example (2 rounds):
+    in  ``{"instruction": "Write a poem."}``
+    out ``{"evolved_instruction": "Write a sonnet about rain in Lisbon, with an ABAB rhyme scheme.",
+    "evolved_instructions": ["Write a sonnet about rain.", "Write a sonnet about rain in Lisbon, ..."],
+    "mutations": ["concretize", "add-constraints"]}``
+    """
+
+    registry_name: ClassVar[str | None] = "evol-instruct"
+    template_name: ClassVar[str] = "evol-instruct"
+
+    num_evolutions: int = Field(default=2, ge=1, le=10, description="Rounds of evolution per generation.")
+    operations: list[Operation] = Field(
+        default_factory=lambda: list(OPERATIONS),  # type: ignore[arg-type]
+        min_length=1,
+        description="Operations to draw from: add-constraints, deepen, concretize, increase-reasoning, breadth.",
+    )
+    seed: int = Field(default=0, description="Seeds the choice of operation per round.")
+
+    @property
+    def inputs(self) -> StepColumns:
+        return ["instruction"]
+
+    @property
+    def outputs(self) -> StepColumns:
+        return ["evolved_instruction", "evolved_instructions", "mutations", "model_name"]
+
+    def template_variables(self) -> list[str]:
+        return ["json", "instruction", "operation", "guidance"]
+
+    def operation_for(self, instruction: str, generation: int, round_: int) -> str:
+        chooser = random.Random(f"{self.seed}|{instruction}|{generation}|{round_}")
+        return chooser.choice(self.operations)
+
+    def template_context(self, input: Row) -> dict[str, Any]:
+        operation = self.operation_for(input["instruction"], 0, 0)
+        return {"instruction": input["instruction"], "operation": operation, "guidance": OPERATIONS[operation]}
+
+    def _round_chat(self, instruction: str, operation: str) -> ChatType:
+        return self.chat(self.render({"instruction": instruction}, instruction=instruction, operation=operation, guidance=OPERATIONS[operation]))
+
+    def plan(self, input: Row, chat: ChatType) -> CallPlan:
+        n = self.num_generations
+        original = input["instruction"]
+        current = [original] * n
+        rounds: list[list[dict[str, Any]]] = [[] for _ in range(n)]
+        input_tokens, output_tokens = [0] * n, [0] * n
+        errors: list[str] = []
+        live = list(range(n))
+        for round_ in range(self.num_evolutions):
+            operations = {g: self.operation_for(original, g, round_) for g in live}
+            calls = [
+                Call(chat if round_ == 0 and g == 0 else self._round_chat(current[g], operations[g]), 1, first_index=g)
+                for g in live
+            ]
+            outputs: list[GenerateOutput] = yield calls
+            still: list[int] = []
+            for g, output in zip(live, outputs, strict=True):
+                reply = output["generations"][0]
+                rounds[g].append({"operation": operations[g], "reply": reply})
+                input_tokens[g] += (output["statistics"].get("input_tokens") or [0])[0]
+                output_tokens[g] += (output["statistics"].get("output_tokens") or [0])[0]
+                if output.get("error"):
+                    errors.append(str(output["error"]))
+                evolved = evolved_text(reply)
+                if evolved is not None:
+                    current[g] = evolved
+                    still.append(g)
+            live = still
+            if not live:
+                break
+        result: GenerateOutput = {
+            "generations": [replies_json(r) if any(x["reply"] is not None for x in r) else None for r in rounds],
+            "statistics": {"input_tokens": input_tokens, "output_tokens": output_tokens},
+        }
+        if errors:
+            result["error"] = errors[0]
+        return result
+
+    def format_output(self, output: str | None, input: Row | None = None) -> dict[str, Any]:
+        rounds = json.loads(output or "null")
+        if not isinstance(rounds, list):
+            raise ValueError("expected the replies of every round")
+        evolved = [evolved_text(r.get("reply")) for r in rounds]
+        if len(rounds) < self.num_evolutions or any(e is None for e in evolved):
+            done = sum(e is not None for e in evolved)
+            raise ValueError(f"only {done} of {self.num_evolutions} rounds produced an instruction")
+        return {
+            "evolved_instruction": evolved[-1],
+            "evolved_instructions": evolved,
+            "mutations": [r.get("operation") for r in rounds],
+        }

@@ -1,0 +1,123 @@
+"""``pairwise-judge``: which of two responses is better, optionally asked in both orders."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, ClassVar
+
+from pydantic import Field
+from taskloom.steps import StepColumns
+from taskloom.tasks.base import Call, CallPlan
+from taskloom.typing import ChatType, GenerateOutput, Row
+
+from taskloom_tasks.base import PromptedTask, replies_json, text_list
+from taskloom_tasks.verdicts import Verdict, find_verdict, swap
+
+_ORDERS = ("a_b", "b_a")
+"""Keys of the two replies in the raw output when both orders are asked."""
+
+
+class PairwiseJudge(PromptedTask):
+    """Compare two responses to an instruction: verdict ``"A"``, ``"B"`` or ``"tie"``, with a rationale.
+
+    Judges favour whichever response they read first more often than chance. With
+    ``both_orders=True`` the pair is also shown swapped (both requests at once); the verdicts are
+    mapped back to the original order, ``orders_agree`` says whether they match, and a
+    disagreement counts as ``"tie"``. The raw output then holds both replies as JSON
+    (``{"a_b": ..., "b_a": ...}``).
+
+    Example:
+    in  ``{"instruction": "2+2?", "generations": ["4", "5"]}``
+    out ``{"verdict": "A", "rationale": "A is correct.", "orders_agree": None}``
+    """
+
+    registry_name: ClassVar[str | None] = "pairwise-judge"
+    template_name: ClassVar[str] = "pairwise-judge"
+
+    both_orders: bool = Field(default=False, description="Also ask with the responses swapped, to cancel position bias.")
+    allow_tie: bool = Field(default=True, description="Let the judge answer 'tie'.")
+    criteria: str | None = Field(default=None, description="Extra criteria for the judge, in plain words.")
+
+    @property
+    def inputs(self) -> StepColumns:
+        return ["instruction", "generations"]
+
+    @property
+    def outputs(self) -> StepColumns:
+        return ["verdict", "rationale", "orders_agree", "model_name"]
+
+    def template_variables(self) -> list[str]:
+        return ["json", "instruction", "response_a", "response_b", "allow_tie", "criteria"]
+
+    def _pair(self, input: Row) -> list[Any]:
+        pair = text_list(input["generations"], "generations", self.name)
+        if len(pair) != 2:
+            raise ValueError(f"task {self.name!r}: column 'generations' must hold exactly 2 responses, got {len(pair)}")
+        return pair
+
+    def template_context(self, input: Row) -> dict[str, Any]:
+        first, second = self._pair(input)
+        return {
+            "instruction": input["instruction"],
+            "response_a": first,
+            "response_b": second,
+            "allow_tie": self.allow_tie,
+            "criteria": self.criteria,
+        }
+
+    def plan(self, input: Row, chat: ChatType) -> CallPlan:
+        if not self.both_orders:
+            return (yield from super().plan(input, chat))
+        first, second = self._pair(input)
+        swapped = self.chat(self.render(input, response_a=second, response_b=first))
+        n = self.num_generations
+        straight, reverse = yield [Call(chat, n), Call(swapped, n)]
+        texts: list[str | None] = []
+        for i in range(n):
+            a_b, b_a = straight["generations"][i], reverse["generations"][i]
+            texts.append(None if a_b is None and b_a is None else replies_json(dict(zip(_ORDERS, (a_b, b_a), strict=True))))
+        error = straight.get("error") or reverse.get("error")
+        output: GenerateOutput = {
+            "generations": texts,
+            "statistics": {
+                key: [a + b for a, b in zip(straight["statistics"].get(key) or [0] * n, reverse["statistics"].get(key) or [0] * n, strict=True)]  # type: ignore[misc]
+                for key in ("input_tokens", "output_tokens")
+            },
+        }
+        if error:
+            output["error"] = error
+        return output
+
+    def response_schema(self) -> dict[str, Any]:
+        verdicts = ["A", "B", "tie"] if self.allow_tie else ["A", "B"]
+        return {
+            "type": "object",
+            "properties": {"rationale": {"type": "string", "maxLength": 600}, "verdict": {"type": "string", "enum": verdicts}},
+            "required": ["rationale", "verdict"],
+        }
+
+    def format_output(self, output: str | None, input: Row | None = None) -> dict[str, Any]:
+        if not self.both_orders:
+            return {**self._one(output or ""), "orders_agree": None}
+        replies = json.loads(output or "null")
+        if not isinstance(replies, dict) or set(replies) != set(_ORDERS):
+            raise ValueError("expected the replies of both orders")
+        if replies["a_b"] is None or replies["b_a"] is None:
+            raise ValueError("one of the two orders got no reply")
+        straight = self._one(replies["a_b"])
+        reverse = self._one(replies["b_a"])
+        back: Verdict = swap(reverse["verdict"])
+        agree = straight["verdict"] == back
+        return {"verdict": straight["verdict"] if agree else "tie", "rationale": straight["rationale"], "orders_agree": agree}
+
+    def _one(self, text: str) -> dict[str, Any]:
+        return super().format_output(text)
+
+    def from_json(self, data: Any, input: Row) -> dict[str, Any]:
+        if not isinstance(data, dict) or "verdict" not in data:
+            raise ValueError("no 'verdict' in the JSON")
+        rationale = data.get("rationale")
+        return {"verdict": find_verdict(str(data["verdict"]), self.allow_tie), "rationale": str(rationale) if rationale is not None else None}
+
+    def from_text(self, text: str, input: Row) -> dict[str, Any]:
+        return {"verdict": find_verdict(text, self.allow_tie), "rationale": text.strip() or None}
