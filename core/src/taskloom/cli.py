@@ -43,7 +43,57 @@ def _describe_class(kind: str, name: str, cls: type) -> dict[str, Any]:
             info["outputs"] = columns_as_dict(probe.outputs)
         except Exception:
             info["inputs"] = info["outputs"] = None
+        example = getattr(cls, "example", None)
+        info["example"] = {"input": example[0], "output": example[1]} if example else None
     return info
+
+
+def _task_parameters(cls: Any) -> list[dict[str, Any]]:
+    """The fields a task adds to every task's own (llm, num_generations, ...), for ``taskloom tasks NAME``."""
+    from pydantic_core import PydanticUndefined
+
+    from taskloom.tasks.base import Task
+
+    own = [(name, field) for name, field in cls.model_fields.items() if name not in Task.model_fields]
+    return [
+        {
+            "name": name,
+            "required": field.is_required(),
+            "default": None if field.default is PydanticUndefined else field.default,
+            "description": field.description or "",
+        }
+        for name, field in own
+    ]
+
+
+def _cmd_task_detail(name: str, args: argparse.Namespace) -> int:
+    import inspect
+
+    from taskloom.registry import get_task_class
+
+    cls = get_task_class(name)
+    info = _describe_class("task", name, cls)
+    info["doc"] = inspect.getdoc(cls) or ""
+    info["parameters"] = _task_parameters(cls)
+    if args.json:
+        print(json.dumps(info, indent=2, default=repr))
+        return 0
+    print(f"{name}  ({info['package']} {info['version']})\n")
+    print(info["doc"] + "\n")
+    print(f"Inputs:  {_columns(info['inputs'] or {})}")
+    print(f"Outputs: {_columns(info['outputs'] or {})}")
+    if info["parameters"]:
+        rows = [
+            [p["name"], "(required)" if p["required"] else repr(p["default"]), p["description"]]
+            for p in info["parameters"]
+        ]
+        print("\nParameters (besides llm, num_generations, group_generations, add_raw_output, add_raw_input):")
+        print(format_table(rows, ["NAME", "DEFAULT", "DESCRIPTION"]))
+    if info["example"]:
+        print("\nExample")
+        print(f"  in:  {json.dumps(info['example']['input'], ensure_ascii=False)}")
+        print(f"  out: {json.dumps(info['example']['output'], ensure_ascii=False)}")
+    return 0
 
 
 def _cmd_plugins(args: argparse.Namespace) -> int:
@@ -266,8 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
     plugins.set_defaults(run=_cmd_plugins)
 
     tasks = commands.add_parser("tasks", help="installed tasks with their inputs and outputs")
+    tasks.add_argument("name", nargs="?", help="show one task in full: description, parameters, an example row")
     tasks.add_argument("--json", action="store_true", help="print JSON for scripts")
-    tasks.set_defaults(run=lambda a: _cmd_list("task", a))
+    tasks.set_defaults(run=lambda a: _cmd_task_detail(a.name, a) if a.name else _cmd_list("task", a))
 
     llms = commands.add_parser("llms", help="installed LLM providers")
     llms.add_argument("--json", action="store_true", help="print JSON for scripts")

@@ -12,7 +12,7 @@ import logging
 from abc import abstractmethod
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any, ClassVar, TypeAlias
 
 from pydantic import Field
 
@@ -97,6 +97,11 @@ class Task(Step):
         default=True,
         description="Keep the LLM's raw text under distilabel_metadata['raw_output_<name>'].",
     )
+    example: ClassVar[tuple[Row, Row] | None] = None
+    """One input row and the output columns it gives (without ``model_name`` and metadata).
+
+    Shown by ``taskloom tasks NAME`` and on docs pages; a task pack's tests check it holds.
+    """
     add_raw_input: RuntimeParameter[bool] = Field(
         default=True,
         description="Keep the formatted chat input under distilabel_metadata['raw_input_<name>'].",

@@ -22,6 +22,10 @@ class TextGeneration(Task):
     """
 
     registry_name: ClassVar[str | None] = "text-generation"
+    example: ClassVar[tuple[Row, Row] | None] = (
+        {"instruction": "What's the capital city of Spain? Answer in one sentence."},
+        {"generation": "The capital city of Spain is Madrid."},
+    )
 
     system_prompt: str | None = Field(default=None, description="System message sent before every prompt.")
     template: str | None = Field(
@@ -93,6 +97,10 @@ class ChatGeneration(Task):
     """Continue a conversation: a chat of messages in, the assistant's next turn out."""
 
     registry_name: ClassVar[str | None] = "chat-generation"
+    example: ClassVar[tuple[Row, Row] | None] = (
+        {"messages": [{"role": "user", "content": "Hi! Can you help me plan a picnic?"}]},
+        {"generation": "Of course! How many people, and where are you thinking of going?"},
+    )
 
     @property
     def inputs(self) -> StepColumns:

@@ -7,7 +7,6 @@ from typing import Any, ClassVar
 
 from taskloom.steps import StepColumns
 from taskloom.typing import Row
-
 from taskloom_tasks.base import PromptedTask
 from taskloom_tasks.parsing import check_score, field_text, find_score
 
@@ -17,11 +16,12 @@ class InstructionBacktranslation(PromptedTask):
 
     The curation step of instruction backtranslation: pairs scoring 5 (or 4 and up) are kept.
 
-    Example:
-    in  ``{"instruction": "How do I boil an egg?", "generation": "Simmer it for 9 minutes, then cool it in cold water."}``
-    out ``{"score": 5, "reason": "Direct, complete and focused."}``
     """
 
+    example: ClassVar[tuple[Row, Row] | None] = (
+        {"instruction": "How do I boil an egg?", "generation": "Simmer it for 9 minutes, then cool it in cold water."},
+        {"score": 5, "reason": "Direct, complete and focused."},
+    )
     registry_name: ClassVar[str | None] = "instruction-backtranslation"
     template_name: ClassVar[str] = "instruction-backtranslation"
 
@@ -53,7 +53,10 @@ class InstructionBacktranslation(PromptedTask):
         if not isinstance(data, dict) or ("score" not in data and "rating" not in data):
             raise ValueError("no 'score' in the JSON")
         reason = data.get("reason", data.get("rationale"))
-        return {"score": check_score(data.get("score", data.get("rating")), 1, 5), "reason": str(reason) if reason is not None else None}
+        return {
+            "score": check_score(data.get("score", data.get("rating")), 1, 5),
+            "reason": str(reason) if reason is not None else None,
+        }
 
     def from_text(self, text: str, input: Row) -> dict[str, Any]:
         score = find_score(text, 1, 5)

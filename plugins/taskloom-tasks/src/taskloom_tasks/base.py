@@ -12,13 +12,13 @@ from __future__ import annotations
 import json
 from functools import cache
 from importlib import resources
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
+
 from taskloom import Task
 from taskloom.templates import compile_template, template_variables
-from taskloom.typing import ChatType, Row
-
+from taskloom.typing import ChatType, GenerateOutput, Row, Statistics
 from taskloom_tasks.parsing import find_json
 
 
@@ -102,7 +102,9 @@ class PromptedTask(Task):
 
     def render(self, input: Row, **extra: Any) -> str:
         source = self.template if self.template is not None else packaged_template(self.template_name)
-        return compile_template(source).render({"json": self.uses_json(), **self.template_context(input), **extra}).strip()
+        return (
+            compile_template(source).render({"json": self.uses_json(), **self.template_context(input), **extra}).strip()
+        )
 
     def chat(self, user: str) -> ChatType:
         system = self.system_prompt if self.system_prompt is not None else self.default_system_prompt
@@ -128,6 +130,19 @@ class PromptedTask(Task):
 def replies_json(replies: dict[str, str | None] | list[Any]) -> str:
     """Several replies kept as one raw output: JSON, so every paid-for text survives, labelled."""
     return json.dumps(replies, ensure_ascii=False)
+
+
+def token_sums(outputs: list[GenerateOutput], count: int) -> Statistics:
+    """Token counts of several calls for the same ``count`` generations, added per generation."""
+
+    def total(key: Literal["input_tokens", "output_tokens"]) -> list[int]:
+        sums = [0] * count
+        for output in outputs:
+            for index, value in enumerate((output.get("statistics") or {}).get(key, [])[:count]):
+                sums[index] += value or 0
+        return sums
+
+    return {"input_tokens": total("input_tokens"), "output_tokens": total("output_tokens")}
 
 
 def text_list(value: Any, column: str, task: str) -> list[Any]:

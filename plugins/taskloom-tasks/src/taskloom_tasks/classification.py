@@ -6,9 +6,9 @@ import re
 from typing import Any, ClassVar
 
 from pydantic import Field, model_validator
+
 from taskloom.steps import StepColumns
 from taskloom.typing import Row
-
 from taskloom_tasks.base import PromptedTask
 from taskloom_tasks.parsing import field_text, match_label, mentioned_labels
 
@@ -23,17 +23,20 @@ class TextClassification(PromptedTask):
     list of them in the given order; anything outside the set is rejected, so the raw text is
     kept instead of a made-up label.
 
-    Example (labels positive / negative / neutral):
-    in  ``{"text": "The battery died after a day."}``
-    out ``{"labels": "negative", "explanation": "It reports a defect."}``
     """
 
+    example: ClassVar[tuple[Row, Row] | None] = (
+        {"text": "The battery died after a day."},
+        {"labels": "negative", "explanation": "It reports a defect."},
+    )
     registry_name: ClassVar[str | None] = "text-classification"
     template_name: ClassVar[str] = "text-classification"
 
     labels: list[str] | dict[str, str] = Field(description="The allowed labels, or label -> description.")
     multi_label: bool = Field(default=False, description="Allow several labels per text.")
-    context: str | None = Field(default=None, description="What the texts are and what the labels mean, in a sentence or two.")
+    context: str | None = Field(
+        default=None, description="What the texts are and what the labels mean, in a sentence or two."
+    )
 
     @model_validator(mode="after")
     def _check_labels(self) -> TextClassification:
@@ -64,10 +67,19 @@ class TextClassification(PromptedTask):
         return [(label, None) for label in self.labels]
 
     def template_context(self, input: Row) -> dict[str, Any]:
-        return {"text": input["text"], "labels": self.described_labels(), "multi_label": self.multi_label, "context": self.context}
+        return {
+            "text": input["text"],
+            "labels": self.described_labels(),
+            "multi_label": self.multi_label,
+            "context": self.context,
+        }
 
     def response_schema(self) -> dict[str, Any]:
-        labels: dict[str, Any] = {"type": "array", "items": {"type": "string", "enum": self.label_names()}, "minItems": 1}
+        labels: dict[str, Any] = {
+            "type": "array",
+            "items": {"type": "string", "enum": self.label_names()},
+            "minItems": 1,
+        }
         if not self.multi_label:
             labels["maxItems"] = 1
         return {

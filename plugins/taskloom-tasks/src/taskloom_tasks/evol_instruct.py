@@ -8,10 +8,10 @@ import re
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field
+
 from taskloom.steps import StepColumns
 from taskloom.tasks.base import Call, CallPlan
 from taskloom.typing import ChatType, GenerateOutput, Row
-
 from taskloom_tasks.base import PromptedTask, replies_json
 from taskloom_tasks.parsing import clean_item, find_json
 
@@ -20,9 +20,12 @@ Operation = Literal["add-constraints", "deepen", "concretize", "increase-reasoni
 OPERATIONS: dict[str, str] = {
     "add-constraints": "add one more constraint or requirement the answer must satisfy.",
     "deepen": "make it ask for more depth: probe the underlying issue further, or ask about more of its aspects.",
-    "concretize": "replace general ideas in it with more specific, concrete ones (a named case, real numbers, a precise setting).",
-    "increase-reasoning": "if it can be solved in one obvious step, rework it so that answering needs several explicit steps of reasoning.",
-    "breadth": "instead of rewriting it, write a brand-new instruction in the same domain, on a rarer topic, of similar length and difficulty.",
+    "concretize": "replace general ideas in it with more specific, concrete ones (a named case, real numbers, a "
+    "precise setting).",
+    "increase-reasoning": "if it can be solved in one obvious step, rework it so that answering needs several explicit "
+    "steps of reasoning.",
+    "breadth": "instead of rewriting it, write a brand-new instruction in the same domain, on a rarer topic, of "
+    "similar length and difficulty.",
 }
 """What each evolution asks the model to do, in the words the prompt uses."""
 
@@ -58,14 +61,19 @@ class EvolInstruct(PromptedTask):
     (the last round), ``evolved_instructions`` (every round, in order) and ``mutations`` (the
     operation of each round). With ``num_generations`` > 1, each generation is its own chain.
     The raw output keeps every round's reply as JSON.
-
-    Example (2 rounds):
-    in  ``{"instruction": "Write a poem."}``
-    out ``{"evolved_instruction": "Write a sonnet about rain in Lisbon, with an ABAB rhyme scheme.",
-    "evolved_instructions": ["Write a sonnet about rain.", "Write a sonnet about rain in Lisbon, ..."],
-    "mutations": ["concretize", "add-constraints"]}``
     """
 
+    example: ClassVar[tuple[Row, Row] | None] = (
+        {"instruction": "Write a poem."},
+        {
+            "evolved_instruction": "Write a sonnet about rain in Lisbon with an ABAB rhyme scheme.",
+            "evolved_instructions": [
+                "Write a sonnet about rain.",
+                "Write a sonnet about rain in Lisbon with an ABAB rhyme scheme.",
+            ],
+            "mutations": ["concretize", "add-constraints"],
+        },
+    )
     registry_name: ClassVar[str | None] = "evol-instruct"
     template_name: ClassVar[str] = "evol-instruct"
 
@@ -97,7 +105,14 @@ class EvolInstruct(PromptedTask):
         return {"instruction": input["instruction"], "operation": operation, "guidance": OPERATIONS[operation]}
 
     def _round_chat(self, instruction: str, operation: str) -> ChatType:
-        return self.chat(self.render({"instruction": instruction}, instruction=instruction, operation=operation, guidance=OPERATIONS[operation]))
+        return self.chat(
+            self.render(
+                {"instruction": instruction},
+                instruction=instruction,
+                operation=operation,
+                guidance=OPERATIONS[operation],
+            )
+        )
 
     def plan(self, input: Row, chat: ChatType) -> CallPlan:
         n = self.num_generations

@@ -6,11 +6,11 @@ import json
 from typing import Any, ClassVar
 
 from pydantic import Field
+
 from taskloom.steps import StepColumns
 from taskloom.tasks.base import Call, CallPlan
 from taskloom.typing import ChatType, GenerateOutput, Row
-
-from taskloom_tasks.base import PromptedTask, replies_json, text_list
+from taskloom_tasks.base import PromptedTask, replies_json, text_list, token_sums
 from taskloom_tasks.verdicts import Verdict, find_verdict, swap
 
 _ORDERS = ("a_b", "b_a")
@@ -26,15 +26,18 @@ class PairwiseJudge(PromptedTask):
     disagreement counts as ``"tie"``. The raw output then holds both replies as JSON
     (``{"a_b": ..., "b_a": ...}``).
 
-    Example:
-    in  ``{"instruction": "2+2?", "generations": ["4", "5"]}``
-    out ``{"verdict": "A", "rationale": "A is correct.", "orders_agree": None}``
     """
 
+    example: ClassVar[tuple[Row, Row] | None] = (
+        {"instruction": "What is 2+2?", "generations": ["4", "5"]},
+        {"verdict": "A", "rationale": "A is correct; B is not.", "orders_agree": None},
+    )
     registry_name: ClassVar[str | None] = "pairwise-judge"
     template_name: ClassVar[str] = "pairwise-judge"
 
-    both_orders: bool = Field(default=False, description="Also ask with the responses swapped, to cancel position bias.")
+    both_orders: bool = Field(
+        default=False, description="Also ask with the responses swapped, to cancel position bias."
+    )
     allow_tie: bool = Field(default=True, description="Let the judge answer 'tie'.")
     criteria: str | None = Field(default=None, description="Extra criteria for the judge, in plain words.")
 
@@ -75,15 +78,11 @@ class PairwiseJudge(PromptedTask):
         texts: list[str | None] = []
         for i in range(n):
             a_b, b_a = straight["generations"][i], reverse["generations"][i]
-            texts.append(None if a_b is None and b_a is None else replies_json(dict(zip(_ORDERS, (a_b, b_a), strict=True))))
+            texts.append(
+                None if a_b is None and b_a is None else replies_json(dict(zip(_ORDERS, (a_b, b_a), strict=True)))
+            )
         error = straight.get("error") or reverse.get("error")
-        output: GenerateOutput = {
-            "generations": texts,
-            "statistics": {
-                key: [a + b for a, b in zip(straight["statistics"].get(key) or [0] * n, reverse["statistics"].get(key) or [0] * n, strict=True)]  # type: ignore[misc]
-                for key in ("input_tokens", "output_tokens")
-            },
-        }
+        output: GenerateOutput = {"generations": texts, "statistics": token_sums([straight, reverse], n)}
         if error:
             output["error"] = error
         return output
@@ -92,7 +91,10 @@ class PairwiseJudge(PromptedTask):
         verdicts = ["A", "B", "tie"] if self.allow_tie else ["A", "B"]
         return {
             "type": "object",
-            "properties": {"rationale": {"type": "string", "maxLength": 600}, "verdict": {"type": "string", "enum": verdicts}},
+            "properties": {
+                "rationale": {"type": "string", "maxLength": 600},
+                "verdict": {"type": "string", "enum": verdicts},
+            },
             "required": ["rationale", "verdict"],
         }
 
@@ -108,7 +110,11 @@ class PairwiseJudge(PromptedTask):
         reverse = self._one(replies["b_a"])
         back: Verdict = swap(reverse["verdict"])
         agree = straight["verdict"] == back
-        return {"verdict": straight["verdict"] if agree else "tie", "rationale": straight["rationale"], "orders_agree": agree}
+        return {
+            "verdict": straight["verdict"] if agree else "tie",
+            "rationale": straight["rationale"],
+            "orders_agree": agree,
+        }
 
     def _one(self, text: str) -> dict[str, Any]:
         return super().format_output(text)
@@ -117,7 +123,10 @@ class PairwiseJudge(PromptedTask):
         if not isinstance(data, dict) or "verdict" not in data:
             raise ValueError("no 'verdict' in the JSON")
         rationale = data.get("rationale")
-        return {"verdict": find_verdict(str(data["verdict"]), self.allow_tie), "rationale": str(rationale) if rationale is not None else None}
+        return {
+            "verdict": find_verdict(str(data["verdict"]), self.allow_tie),
+            "rationale": str(rationale) if rationale is not None else None,
+        }
 
     def from_text(self, text: str, input: Row) -> dict[str, Any]:
         return {"verdict": find_verdict(text, self.allow_tie), "rationale": text.strip() or None}

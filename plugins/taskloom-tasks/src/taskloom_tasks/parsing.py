@@ -81,11 +81,7 @@ def find_scores(text: str, low: int, high: int) -> list[int]:
     found = [check_score(m.group(1), low, high) for m in _LABELLED.finditer(text)]
     if found:
         return found
-    return [
-        check_score(m.group(1), low, high)
-        for m in _BARE_FRACTION.finditer(text)
-        if int(m.group(2)) == high
-    ]
+    return [check_score(m.group(1), low, high) for m in _BARE_FRACTION.finditer(text) if int(m.group(2)) == high]
 
 
 def find_score(text: str, low: int, high: int) -> int:
@@ -101,7 +97,11 @@ def find_score(text: str, low: int, high: int) -> int:
 
 def field_text(text: str, *names: str) -> str | None:
     """The text after a label such as "Rationale:" up to the next labelled line, if present."""
-    pattern = r"(?:^|\n)\s*[*#_\s]*(?:" + "|".join(names) + r")[*_\s]*:[*_\s]*(.*?)(?=\n\s*[*#_\s]*[A-Za-z ]{2,30}[*_\s]*:|\Z)"
+    pattern = (
+        r"(?:^|\n)\s*[*#_\s]*(?:"
+        + "|".join(names)
+        + r")[*_\s]*:[*_\s]*(.*?)(?=\n\s*[*#_\s]*[A-Za-z ]{2,30}[*_\s]*:|\Z)"
+    )
     match = re.search(pattern, text, re.IGNORECASE | re.DOTALL)
     if match is None:
         return None
@@ -122,7 +122,9 @@ def split_sections(text: str, count: int, names: str = r"response|text|answer|ou
     # Keep the first heading of each number, in order 1..count.
     starts: list[int] = []
     for expected in range(1, count + 1):
-        position = next((start for start, number in marks if number == expected and (not starts or start > starts[-1])), None)
+        position = next(
+            (start for start, number in marks if number == expected and (not starts or start > starts[-1])), None
+        )
         if position is None:
             return None
         starts.append(position)

@@ -10,9 +10,9 @@ import re
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
+
 from taskloom.steps import StepColumns
 from taskloom.typing import Row
-
 from taskloom_tasks.base import PromptedTask, text_list
 from taskloom_tasks.parsing import check_score, find_score
 from taskloom_tasks.verdicts import find_verdict
@@ -72,22 +72,35 @@ class PrometheusEval(PromptedTask):
     ``generations`` and answers ``"A"`` or ``"B"``. With ``reference=True`` the row's
     ``reference`` column is shown as an answer that deserves full marks.
 
-    Example (absolute, rubric ``factual-validity``):
-    in  ``{"instruction": "Capital of France?", "generation": "Paris."}``
-    out ``{"feedback": "Correct and concise.", "result": 5}``
     """
 
+    example: ClassVar[tuple[Row, Row] | None] = (
+        {"instruction": "What is the capital of France?", "generation": "Paris."},
+        {"feedback": "Correct and concise.", "result": 5},
+    )
     registry_name: ClassVar[str | None] = "prometheus-eval"
 
-    mode: Literal["absolute", "relative"] = Field(default="absolute", description="Grade one response (1-5) or pick the better of two (A/B).")
-    rubric: str = Field(default="helpfulness", description="Name of the rubric to grade against (built-in or from `rubrics`).")
-    rubrics: dict[str, str] = Field(default_factory=dict, description="Extra rubrics by name; each text says what to judge and what each score means.")
-    reference: bool = Field(default=False, description="Show the row's `reference` column as an answer that deserves full marks.")
+    mode: Literal["absolute", "relative"] = Field(
+        default="absolute", description="Grade one response (1-5) or pick the better of two (A/B)."
+    )
+    rubric: str = Field(
+        default="helpfulness", description="Name of the rubric to grade against (built-in or from `rubrics`)."
+    )
+    rubrics: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra rubrics by name; each text says what to judge and what each score means.",
+    )
+    reference: bool = Field(
+        default=False, description="Show the row's `reference` column as an answer that deserves full marks."
+    )
 
     @model_validator(mode="after")
     def _check_rubric(self) -> PrometheusEval:
         if self.rubric not in self.all_rubrics():
-            raise ValueError(f"unknown rubric {self.rubric!r}; known: {sorted(self.all_rubrics())}. Add your own with rubrics={{name: text}}.")
+            raise ValueError(
+                f"unknown rubric {self.rubric!r}; known: {sorted(self.all_rubrics())}. "
+                "Add your own with rubrics={name: text}."
+            )
         return self
 
     @property
@@ -127,7 +140,9 @@ class PrometheusEval(PromptedTask):
 
     def response_schema(self) -> dict[str, Any]:
         result: dict[str, Any] = (
-            {"type": "integer", "minimum": 1, "maximum": 5} if self.mode == "absolute" else {"type": "string", "enum": ["A", "B"]}
+            {"type": "integer", "minimum": 1, "maximum": 5}
+            if self.mode == "absolute"
+            else {"type": "string", "enum": ["A", "B"]}
         )
         return {
             "type": "object",
@@ -142,10 +157,13 @@ class PrometheusEval(PromptedTask):
         return verdict
 
     def from_json(self, data: Any, input: Row) -> dict[str, Any]:
-        if not isinstance(data, dict) or "result" not in data and "score" not in data:
+        if not isinstance(data, dict) or ("result" not in data and "score" not in data):
             raise ValueError("no 'result' in the JSON")
         feedback = data.get("feedback")
-        return {"feedback": str(feedback) if feedback is not None else None, "result": self._result(data.get("result", data.get("score")))}
+        return {
+            "feedback": str(feedback) if feedback is not None else None,
+            "result": self._result(data.get("result", data.get("score"))),
+        }
 
     def from_text(self, text: str, input: Row) -> dict[str, Any]:
         marks = list(_RESULT.finditer(text))

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from pydantic import Field, model_validator
+
 from taskloom.steps import StepColumns
 from taskloom.typing import Row
-
 from taskloom_tasks.base import PromptedTask
 from taskloom_tasks.schema_check import check_object
 
@@ -15,7 +15,12 @@ DEFAULT_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
         "rationale": {"type": "string", "description": "why, in a few sentences", "maxLength": 600},
-        "score": {"type": "integer", "minimum": 1, "maximum": 5, "description": "1 (fails the criteria) to 5 (fully meets them)"},
+        "score": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": 5,
+            "description": "1 (fails the criteria) to 5 (fully meets them)",
+        },
     },
     "required": ["rationale", "score"],
 }
@@ -28,11 +33,12 @@ class RubricJudge(PromptedTask):
     ``rationale`` and a 1-5 ``score``). Answers are checked against it: required keys, types,
     ``enum``, ``minimum``/``maximum``. ``columns`` are the row columns shown to the judge.
 
-    Example (criteria "Is the answer polite?"):
-    in  ``{"instruction": "Reply to a refund request.", "generation": "No."}``
-    out ``{"rationale": "Curt and dismissive.", "score": 1}``
     """
 
+    example: ClassVar[tuple[Row, Row] | None] = (
+        {"instruction": "Reply to a customer asking for a refund.", "generation": "No."},
+        {"rationale": "Curt and unhelpful.", "score": 1},
+    )
     registry_name: ClassVar[str | None] = "rubric-judge"
     template_name: ClassVar[str] = "rubric-judge"
 
@@ -102,7 +108,9 @@ def _describe(spec: Any) -> str:
     if "enum" in spec:
         parts.append("one of " + ", ".join(repr(v) for v in spec["enum"]))
     elif spec.get("type") in {"integer", "number"}:
-        bounds = [f"{name} {spec[key]}" for key, name in (("minimum", "at least"), ("maximum", "at most")) if key in spec]
+        bounds = [
+            f"{name} {spec[key]}" for key, name in (("minimum", "at least"), ("maximum", "at most")) if key in spec
+        ]
         parts.append(" ".join([f"an {spec['type']}", *bounds]) if bounds else f"an {spec['type']}")
     elif spec.get("type"):
         parts.append(f"a {spec['type']}")

@@ -52,5 +52,9 @@ def check_object(data: Any, schema: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, spec in properties.items():
         value = data.get(key)
-        out[key] = None if value is None and key not in schema.get("required", []) else _check_value(key, value, spec if isinstance(spec, dict) else {})
+        out[key] = (
+            None
+            if value is None and key not in schema.get("required", [])
+            else _check_value(key, value, spec if isinstance(spec, dict) else {})
+        )
     return out

@@ -6,9 +6,9 @@ import re
 from typing import Any, ClassVar
 
 from pydantic import Field, model_validator
+
 from taskloom.steps import StepColumns
 from taskloom.typing import Row
-
 from taskloom_tasks.base import PromptedTask, text_list
 from taskloom_tasks.parsing import check_score, find_score, split_sections
 
@@ -38,7 +38,9 @@ class _ListScorer(PromptedTask):
     def response_schema(self) -> dict[str, Any]:
         return {
             "type": "object",
-            "properties": {"scores": {"type": "array", "items": {"type": "integer", "minimum": self.low, "maximum": self.high}}},
+            "properties": {
+                "scores": {"type": "array", "items": {"type": "integer", "minimum": self.low, "maximum": self.high}}
+            },
             "required": ["scores"],
         }
 
@@ -59,7 +61,10 @@ class _ListScorer(PromptedTask):
         sections = split_sections(text, expected, names=r"response|instruction|item|text|answer")
         if sections is not None:
             # "Response 1: 4" — the number after the heading's own index.
-            scores = [find_score(re.sub(r"^[^\d]*\d+\s*[\]):.\-]?", "", s.strip(), count=1), self.low, self.high) for s in sections]
+            scores = [
+                find_score(re.sub(r"^[^\d]*\d+\s*[\]):.\-]?", "", s.strip(), count=1), self.low, self.high)
+                for s in sections
+            ]
         else:
             scores = []
             for line in text.splitlines():  # one score per line, lines without one skipped
@@ -71,13 +76,12 @@ class _ListScorer(PromptedTask):
 
 
 class QualityScorer(_ListScorer):
-    """Score the quality of several responses to one instruction, in one call.
+    """Score the quality of several responses to one instruction, in one call."""
 
-    Example (scale 1-6):
-    in  ``{"instruction": "Name a prime.", "responses": ["7", "9 is prime"]}``
-    out ``{"scores": [5, 1]}``
-    """
-
+    example: ClassVar[tuple[Row, Row] | None] = (
+        {"instruction": "Name a prime number.", "responses": ["7", "9 is prime."]},
+        {"scores": [5, 1]},
+    )
     registry_name: ClassVar[str | None] = "quality-scorer"
     template_name: ClassVar[str] = "quality-scorer"
     items_column: ClassVar[str] = "responses"
@@ -90,17 +94,21 @@ class QualityScorer(_ListScorer):
         return ["json", "instruction", "responses", "low", "high"]
 
     def template_context(self, input: Row) -> dict[str, Any]:
-        return {"instruction": input["instruction"], "responses": self._items(input), "low": self.low, "high": self.high}
+        return {
+            "instruction": input["instruction"],
+            "responses": self._items(input),
+            "low": self.low,
+            "high": self.high,
+        }
 
 
 class ComplexityScorer(_ListScorer):
-    """Score how complex each of several instructions is, in one call.
+    """Score how complex each of several instructions is, in one call."""
 
-    Example (scale 1-6):
-    in  ``{"instructions": ["Say hi.", "Prove there are infinitely many primes, then write it as a sonnet."]}``
-    out ``{"scores": [1, 6]}``
-    """
-
+    example: ClassVar[tuple[Row, Row] | None] = (
+        {"instructions": ["Say hello.", "Prove there are infinitely many primes, then restate the proof as a sonnet."]},
+        {"scores": [1, 6]},
+    )
     registry_name: ClassVar[str | None] = "complexity-scorer"
     template_name: ClassVar[str] = "complexity-scorer"
     items_column: ClassVar[str] = "instructions"

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field
+
 from taskloom.steps import StepColumns
 from taskloom.typing import Row
-
 from taskloom_tasks.base import PromptedTask, text_list
 from taskloom_tasks.parsing import list_items
 
@@ -19,17 +19,27 @@ class SelfInstruct(PromptedTask):
     ``seed_instructions`` (a list of example instructions). The ``instructions`` column is the
     list of new ones, numbering and quotes removed, duplicates dropped.
 
-    Example (source ``topic``, 2 instructions):
-    in  ``{"topic": "home composting"}``
-    out ``{"instructions": ["Explain why my compost smells and how to fix it.", "Plan a compost bin for a small balcony."]}``
     """
 
+    example: ClassVar[tuple[Row, Row] | None] = (
+        {"topic": "home composting"},
+        {
+            "instructions": [
+                "Explain why my compost smells and how to fix it.",
+                "Plan a compost bin for a small balcony.",
+            ]
+        },
+    )
     registry_name: ClassVar[str | None] = "self-instruct"
     template_name: ClassVar[str] = "self-instruct"
 
-    source: Literal["topic", "seeds"] = Field(default="topic", description="Read the 'topic' column, or the 'seed_instructions' list column.")
+    source: Literal["topic", "seeds"] = Field(
+        default="topic", description="Read the 'topic' column, or the 'seed_instructions' list column."
+    )
     num_instructions: int = Field(default=5, ge=1, le=50, description="How many instructions to write per row.")
-    application: str | None = Field(default=None, description="What the instructions are for (an app, an audience), in a phrase.")
+    application: str | None = Field(
+        default=None, description="What the instructions are for (an app, an audience), in a phrase."
+    )
     criteria: str | None = Field(default=None, description="Extra requirements for the instructions, in plain words.")
 
     @property
@@ -44,7 +54,9 @@ class SelfInstruct(PromptedTask):
         return ["json", "count", "topic", "seeds", "application", "criteria"]
 
     def template_context(self, input: Row) -> dict[str, Any]:
-        seeds = text_list(input["seed_instructions"], "seed_instructions", self.name) if self.source == "seeds" else None
+        seeds = (
+            text_list(input["seed_instructions"], "seed_instructions", self.name) if self.source == "seeds" else None
+        )
         return {
             "count": self.num_instructions,
             "topic": input.get("topic") if self.source == "topic" else None,

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field
+
 from taskloom.steps import StepColumns
 from taskloom.typing import Row
-
 from taskloom_tasks.base import PromptedTask, text_list
 from taskloom_tasks.parsing import check_score, field_text, find_score, find_scores, split_sections
 
@@ -58,11 +58,12 @@ class UltraFeedback(PromptedTask):
     Output columns are lists aligned to ``generations``; a response that is ``None`` (its
     generation failed upstream) is not shown to the judge and gets ``None`` in both lists.
 
-    Example (aspect ``overall``):
-    in  ``{"instruction": "What is 2+2?", "generations": ["4", "5"]}``
-    out ``{"ratings": [5, 1], "rationales": ["Correct and direct.", "Wrong sum."]}``
     """
 
+    example: ClassVar[tuple[Row, Row] | None] = (
+        {"instruction": "What is 2+2?", "generations": ["4", "5"]},
+        {"ratings": [5, 1], "rationales": ["Correct and direct.", "The sum is wrong."]},
+    )
     registry_name: ClassVar[str | None] = "ultrafeedback"
     template_name: ClassVar[str] = "ultrafeedback"
 
@@ -135,7 +136,9 @@ class UltraFeedback(PromptedTask):
         sections = split_sections(text, count)
         if sections is not None:
             ratings: list[int | None] = [find_score(section, 1, 5) for section in sections]
-            rationales = [field_text(section, "rationale", "reason", "reasoning", "explanation") for section in sections]
+            rationales = [
+                field_text(section, "rationale", "reason", "reasoning", "explanation") for section in sections
+            ]
         else:
             found = find_scores(text, 1, 5)
             if len(found) != count:

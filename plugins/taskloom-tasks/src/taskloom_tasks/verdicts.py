@@ -7,11 +7,14 @@ from typing import Literal
 
 Verdict = Literal["A", "B", "tie"]
 
-_BARE = re.compile(r"^[\s\[(\"'*`]*(?:response|output|answer|assistant)?\s*([AB]|tie|draw)[\s\])\"'*`.!]*$", re.IGNORECASE)
+_BARE = re.compile(
+    r"^[\s\[(\"'*`]*(?:response|output|answer|assistant)?\s*([AB]|tie|draw)[\s\])\"'*`.!]*$", re.IGNORECASE
+)
 _DOUBLE_BRACKETS = re.compile(r"\[\[\s*([ABC])\s*\]\]")
 # "Verdict: A", "Winner: Response B", "**Final verdict**: [[A]]", "Better response: (B)".
 _LABELLED = re.compile(
-    r"\b(?:final verdict|verdict|winner|better response|preferred response|preference|choice|result|final answer|answer)"
+    r"\b(?:final verdict|verdict|winner|better response|preferred response|preference|choice|result"
+    r"|final answer|answer)"
     r"[\s*_]*[:=][\s*_\[(\"']*(?:response|output|answer|assistant)?\s*([AB]|tie|draw)\b",
     re.IGNORECASE,
 )
@@ -21,7 +24,8 @@ _SENTENCE = re.compile(
 )
 _PREFER = re.compile(r"\bprefer(?:red|s)?\s+(?:response|output|answer)\s+([AB])\b", re.IGNORECASE)
 _TIE = re.compile(
-    r"\b(?:it'?s a tie|a tie|tie\b|equally (?:good|bad|strong|helpful)|both (?:are|responses are) equal|neither is better|no clear winner)",
+    r"\b(?:it'?s a tie|a tie|tie\b|equally (?:good|bad|strong|helpful)|both (?:are|responses are) equal"
+    r"|neither is better|no clear winner)",
     re.IGNORECASE,
 )
 
