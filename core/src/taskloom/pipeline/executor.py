@@ -450,6 +450,8 @@ class Executor:
         """One call's answers: from the cache where it has them, else requested (and then cached)."""
         stats = node.stats
         chat, n = call.chat, call.count
+        if call.kwargs:
+            kwargs = {**kwargs, **call.kwargs}
         indices = range(call.first_index, call.first_index + n)
         keys = [self.key(node.identity, chat, kwargs, index) for index in indices] if self._caching else [""] * n
         hits = self.cache.get_many(keys) if self._lookups and self.cache is not None else {}

@@ -8,6 +8,7 @@ that text was paid for.
 
 from __future__ import annotations
 
+import json
 import logging
 from abc import abstractmethod
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
@@ -41,6 +42,8 @@ class Call:
     chat: ChatType
     count: int = 1
     first_index: int = 0
+    kwargs: Mapping[str, Any] | None = None
+    """Generation kwargs for this call on top of the task's (a schema that depends on the row)."""
 
 
 CallPlan: TypeAlias = Generator[list[Call], list[GenerateOutput], GenerateOutput]
@@ -200,12 +203,18 @@ class Task(Step):
         yield self.map_outputs(self.build_rows(rows, formatted, outputs))
 
     def _generate_calls(self, calls: list[Call], kwargs: dict[str, Any]) -> list[GenerateOutput]:
-        """Calls through the LLM's batch ``generate``, one batch per distinct answer count."""
+        """Calls through the LLM's batch ``generate``: one batch per distinct answer count and kwargs."""
+        groups: dict[tuple[int, str], list[int]] = {}
+        for index, call in enumerate(calls):
+            extra = json.dumps(call.kwargs, sort_keys=True, default=repr) if call.kwargs else ""
+            groups.setdefault((call.count, extra), []).append(index)
         outputs: dict[int, GenerateOutput] = {}
-        for count in dict.fromkeys(call.count for call in calls):
-            positions = [i for i, call in enumerate(calls) if call.count == count]
+        for (count, _), positions in groups.items():
+            extra_kwargs = calls[positions[0]].kwargs or {}
             try:
-                answers = self.llm.generate([calls[i].chat for i in positions], num_generations=count, **kwargs)
+                answers = self.llm.generate(
+                    [calls[i].chat for i in positions], num_generations=count, **{**kwargs, **extra_kwargs}
+                )
             except GenerationError as error:
                 # A sync LLM that gives up on a batch: every row records why, none is dropped.
                 logger.warning("Task %r: the LLM failed for a batch of %d inputs: %s", self.name, len(positions), error)

@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from taskloom import Task
+from taskloom.tasks.base import Call, CallPlan
 from taskloom.templates import compile_template, template_variables
 from taskloom.typing import ChatType, GenerateOutput, Row, Statistics
 from taskloom_tasks.parsing import find_json
@@ -76,6 +77,13 @@ class PromptedTask(Task):
         """The JSON schema of one answer, or None when the task has none."""
         return None
 
+    def row_schema(self, input: Row) -> dict[str, Any] | None:
+        """The schema for this row's answer when it depends on the row (how many items to rate), else None.
+
+        Small models do not count reliably: a grammar that fixes the list's length makes them.
+        """
+        return None
+
     def from_json(self, data: Any, input: Row) -> dict[str, Any]:
         """Output columns from the answer's JSON; raise ``ValueError`` if it is not usable."""
         raise ValueError("this task reads no JSON")
@@ -99,6 +107,13 @@ class PromptedTask(Task):
         if self.uses_json():
             kwargs.setdefault("structured_output", self.response_schema())
         return kwargs
+
+    def plan(self, input: Row, chat: ChatType) -> CallPlan:
+        schema = self.row_schema(input) if self.uses_json() else None
+        if schema is None:
+            return (yield from super().plan(input, chat))
+        [output] = yield [Call(chat, self.num_generations, kwargs={"structured_output": schema})]
+        return output
 
     def render(self, input: Row, **extra: Any) -> str:
         source = self.template if self.template is not None else packaged_template(self.template_name)

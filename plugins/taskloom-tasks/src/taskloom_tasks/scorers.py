@@ -44,6 +44,12 @@ class _ListScorer(PromptedTask):
             "required": ["scores"],
         }
 
+    def row_schema(self, input: Row) -> dict[str, Any]:
+        schema = self.response_schema()
+        count = len(self._items(input))
+        schema["properties"]["scores"].update(minItems=count, maxItems=count)
+        return schema
+
     def _checked(self, scores: list[Any], input: Row) -> dict[str, Any]:
         expected = len(self._items(input))
         if len(scores) != expected:

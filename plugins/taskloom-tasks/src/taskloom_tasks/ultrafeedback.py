@@ -113,6 +113,12 @@ class UltraFeedback(PromptedTask):
             "required": ["assessments"],
         }
 
+    def row_schema(self, input: Row) -> dict[str, Any]:
+        schema = self.response_schema()
+        count = self._shown(input)
+        schema["properties"]["assessments"].update(minItems=count, maxItems=count)
+        return schema
+
     def from_json(self, data: Any, input: Row) -> dict[str, Any]:
         items = data.get("assessments") if isinstance(data, dict) else data
         if isinstance(data, dict) and items is None:
