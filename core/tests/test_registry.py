@@ -220,6 +220,19 @@ def test_cli_lists_plugins_tasks_and_llms(site: Any, capsys) -> None:
     assert "instruction, system_prompt?" in capsys.readouterr().out
 
 
+def test_cli_shows_one_task_in_full(capsys) -> None:
+    assert main(["tasks", "structured-generation"]) == 0
+    out = capsys.readouterr().out
+    assert "Generate a JSON object that follows a schema" in out
+    assert "output_schema" in out and "(required)" in out  # its own parameter, with no default
+    assert main(["tasks", "text-generation", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["example"]["input"] == {"instruction": "What's the capital city of Spain? Answer in one sentence."}
+    assert {p["name"] for p in info["parameters"]} == {"system_prompt", "template", "columns"}
+    assert main(["tasks", "text-generaton"]) != 0
+    assert "Did you mean: 'text-generation'" in capsys.readouterr().err
+
+
 def test_task_of_a_class_without_registry_name_is_named_as_asked(site: Any) -> None:
     source = """
 import taskloom

@@ -125,7 +125,7 @@ def _cmd_list(kind: str, args: argparse.Namespace) -> int:
             for d in described
         ]
         print(format_table(rows, ["TASK", "PACKAGE", "INPUTS", "OUTPUTS", "DESCRIPTION"]))
-        print("\n(? marks an optional column)")
+        print("\n(? marks an optional column; `taskloom tasks NAME` shows one task in full, with an example row)")
     else:
         rows = [[d["name"], d["package"], d["description"]] for d in described]
         print(format_table(rows, ["LLM", "PACKAGE", "DESCRIPTION"]))
