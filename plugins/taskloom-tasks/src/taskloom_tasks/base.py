@@ -20,7 +20,7 @@ from taskloom import Task
 from taskloom.tasks.base import Call, CallPlan
 from taskloom.templates import compile_template, template_variables
 from taskloom.typing import ChatType, GenerateOutput, Row, Statistics
-from taskloom_tasks.parsing import find_json
+from taskloom_tasks.parsing import find_json, is_json_reply
 
 
 @cache
@@ -109,7 +109,9 @@ class PromptedTask(Task):
         return kwargs
 
     def plan(self, input: Row, chat: ChatType) -> CallPlan:
-        schema = self.row_schema(input) if self.uses_json() else None
+        # A schema set on the LLM itself wins, as in llm_kwargs (setdefault).
+        own = "structured_output" in self.llm.generation_kwargs
+        schema = self.row_schema(input) if self.uses_json() and not own else None
         if schema is None:
             return (yield from super().plan(input, chat))
         [output] = yield [Call(chat, self.num_generations, kwargs={"structured_output": schema})]
@@ -130,12 +132,27 @@ class PromptedTask(Task):
     def format_input(self, input: Row) -> ChatType:
         return self.chat(self.render(input))
 
+    def answered_in_json(self, text: str, data: Any) -> bool:
+        """Whether the reply is a JSON answer, so one that fails its checks is not read again as prose.
+
+        It is when the whole reply is JSON (bare or alone in a fence), or when the object found
+        names a key of the answer's schema; JSON quoted inside a prose answer is not.
+        """
+        if is_json_reply(text):
+            return True
+        keys = set((self.response_schema() or {}).get("properties", {}))
+        return isinstance(data, dict) and bool(keys & set(data))
+
     def format_output(self, output: str | None, input: Row | None = None) -> dict[str, Any]:
         text = output or ""
         row = input or {}
+        data: Any = None
         try:
-            return self.from_json(find_json(text), row)
+            data = find_json(text)
+            return self.from_json(data, row)
         except ValueError as json_error:
+            if data is not None and self.answered_in_json(text, data):
+                raise  # a JSON answer out of range is wrong, not prose to search for numbers
             try:
                 return self.from_text(text, row)
             except ValueError as text_error:

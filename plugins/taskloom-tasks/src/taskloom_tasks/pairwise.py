@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, ClassVar
 
 from pydantic import Field
@@ -12,6 +13,9 @@ from taskloom.tasks.base import Call, CallPlan
 from taskloom.typing import ChatType, GenerateOutput, Row
 from taskloom_tasks.base import PromptedTask, replies_json, text_list, token_sums
 from taskloom_tasks.verdicts import Verdict, find_verdict, swap
+
+_VERDICT_LINE = re.compile(r"^[\s*#_>]*(?:(?:final\s+)?verdict\b.*|\[\[\s*[ABC]\s*\]\][\s*.]*)$", re.IGNORECASE)
+"""A closing line that only gives the verdict: "Verdict: A", "**Final verdict:** [[B]]", "[[C]]"."""
 
 _ORDERS = ("a_b", "b_a")
 """Keys of the two replies in the raw output when both orders are asked."""
@@ -129,4 +133,8 @@ class PairwiseJudge(PromptedTask):
         }
 
     def from_text(self, text: str, input: Row) -> dict[str, Any]:
-        return {"verdict": find_verdict(text, self.allow_tie), "rationale": text.strip() or None}
+        verdict = find_verdict(text, self.allow_tie)
+        lines = text.strip().splitlines()
+        if len(lines) > 1 and _VERDICT_LINE.match(lines[-1]):  # the closing "Verdict: A" is not the rationale
+            lines = lines[:-1]
+        return {"verdict": verdict, "rationale": "\n".join(lines).strip() or None}

@@ -55,6 +55,17 @@ def find_json(text: str) -> Any:
     raise ValueError("the reply holds no JSON object")
 
 
+def is_json_reply(text: str) -> bool:
+    """Whether the whole reply is one JSON object or array, bare or alone in a fenced block."""
+    stripped = text.strip()
+    fenced = _FENCE.fullmatch(stripped)
+    try:
+        value = json.loads(fenced.group(1) if fenced else stripped)
+    except ValueError:
+        return False
+    return isinstance(value, dict | list)
+
+
 def check_score(value: Any, low: int, high: int) -> int:
     """A score as an int inside ``[low, high]``: accepts 4, 4.0, "4", "4/5" and "four"."""
     if isinstance(value, bool):
@@ -100,7 +111,8 @@ def field_text(text: str, *names: str) -> str | None:
     pattern = (
         r"(?:^|\n)\s*[*#_\s]*(?:"
         + "|".join(names)
-        + r")[*_\s]*:[*_\s]*(.*?)(?=\n\s*[*#_\s]*[A-Za-z ]{2,30}[*_\s]*:|\Z)"
+        # Not [*_\s]* after the colon: an empty field must not take the next label's line as its value.
+        + r")[*_\s]*:[*_ \t]*(.*?)(?=\n\s*[*#_\s]*[A-Za-z ]{2,30}[*_\s]*:|\Z)"
     )
     match = re.search(pattern, text, re.IGNORECASE | re.DOTALL)
     if match is None:
@@ -152,7 +164,8 @@ def list_items(text: str) -> list[str]:
 
 def match_label(value: str, labels: list[str]) -> str | None:
     """The label ``value`` names, ignoring case, quotes and surrounding punctuation."""
-    wanted = clean_item(value).strip(" .!,;").lower()
+    # Punctuation after closing quotes first ('"negative".'), then markers, quotes, bold, punctuation.
+    wanted = clean_item(value.strip().rstrip(" .!,;")).strip(" .!,;").lower()
     for label in labels:
         if label.lower() == wanted:
             return label

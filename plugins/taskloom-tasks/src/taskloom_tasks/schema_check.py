@@ -1,7 +1,8 @@
 """Checking a parsed answer against the parts of JSON schema judges use.
 
 Top-level properties only: required keys, types, ``enum``, and numeric ``minimum`` /
-``maximum``. That is what decides whether a judge's answer can be used as a column; a full
+``maximum``, through local ``$ref`` and ``anyOf``/``oneOf`` (how pydantic writes enums and
+optional fields). That is what decides whether a judge's answer can be used as a column; a full
 JSON-schema validator would add a dependency for nothing these schemas need.
 """
 
@@ -20,7 +21,31 @@ _TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
-def _check_value(key: str, value: Any, spec: dict[str, Any]) -> Any:
+def _resolve(spec: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    """``spec`` with a local ``$ref`` ("#/$defs/Tone", as pydantic writes enums and models) filled in."""
+    ref = spec.get("$ref")
+    if not isinstance(ref, str) or not ref.startswith("#/"):
+        return spec
+    target: Any = schema
+    for part in ref[2:].split("/"):
+        target = target.get(part) if isinstance(target, dict) else None
+    if not isinstance(target, dict):
+        raise ValueError(f"the schema's {ref!r} points nowhere")
+    return {**_resolve(target, schema), **{k: v for k, v in spec.items() if k != "$ref"}}
+
+
+def _check_value(key: str, value: Any, spec: dict[str, Any], schema: dict[str, Any]) -> Any:
+    spec = _resolve(spec, schema)
+    options = spec.get("anyOf", spec.get("oneOf"))
+    if isinstance(options, list) and options:  # pydantic's Optional[int] is anyOf [integer, null]
+        rest = {k: v for k, v in spec.items() if k not in {"anyOf", "oneOf"}}
+        errors = []
+        for option in options:
+            try:
+                return _check_value(key, value, {**rest, **option} if isinstance(option, dict) else rest, schema)
+            except ValueError as error:
+                errors.append(str(error))
+        raise ValueError("; or ".join(errors))
     kind = spec.get("type")
     kinds = kind if isinstance(kind, list) else [kind] if kind else []
     if kinds and "integer" in kinds and isinstance(value, float) and value.is_integer():
@@ -55,6 +80,6 @@ def check_object(data: Any, schema: dict[str, Any]) -> dict[str, Any]:
         out[key] = (
             None
             if value is None and key not in schema.get("required", [])
-            else _check_value(key, value, spec if isinstance(spec, dict) else {})
+            else _check_value(key, value, spec if isinstance(spec, dict) else {}, schema)
         )
     return out
