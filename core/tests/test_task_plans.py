@@ -71,6 +71,26 @@ def test_process_drives_every_call_of_the_plan() -> None:
     assert len(llm.calls) == 2 * (2 + 2)  # per row: two asked at once, then one join per generation
 
 
+class CountingLLM(ScriptedLLM):
+    """Counts calls to ``generate``: a sync LLM must still get whole batches from plans."""
+
+    registry_name: ClassVar[str | None] = None
+
+    def generate(self, inputs: Any, num_generations: int = 1, **kwargs: Any) -> list[GenerateOutput]:
+        self.__dict__["batches"] = [*self.__dict__.get("batches", []), len(inputs)]
+        return super().generate(inputs, num_generations, **kwargs)
+
+
+def test_process_batches_the_calls_of_every_row_together() -> None:
+    llm = CountingLLM(reply=_echo)
+    task = RelayTask(name="relay", llm=llm, num_generations=2)
+    task.load()
+    [rows] = list(task.process([{"word": w} for w in ("ab", "cd", "ef")]))
+    assert len(rows) == 6
+    # Step 1: both chats of all three rows, in one call (same count); step 2: the six joins.
+    assert llm.__dict__["batches"] == [6, 6]
+
+
 def test_pipeline_runs_plans_and_a_rerun_asks_nothing_again(tmp_path: Path) -> None:
     rows = [{"word": w} for w in ("ab", "cd", "ef")]
     first = ScriptedAsyncLLM(reply=_echo)

@@ -436,7 +436,7 @@ class Executor:
         return built
 
     async def _run_plan(self, node: _Node, plan: CallPlan, kwargs: dict[str, Any]) -> GenerateOutput:
-        """``tasks.base.run_plan``'s async twin: each yielded batch of calls runs concurrently."""
+        """One row's plan; each list of calls it yields runs concurrently (``run_plans`` is the sync twin)."""
         try:
             calls = next(plan)
             while True:

@@ -52,15 +52,32 @@ is sent their outputs (in the same order), and returns the row's output, one tex
 generation."""
 
 
-def run_plan(plan: CallPlan, ask: Callable[[list[Call]], list[GenerateOutput]]) -> GenerateOutput:
-    """Drive a plan to its end with a synchronous ``ask`` (the executor has an async twin)."""
-    try:
-        calls = next(plan)
-        while True:
-            calls = plan.send(ask(calls))
-    except StopIteration as done:
-        result: GenerateOutput = done.value
-        return result
+def run_plans(plans: list[CallPlan], ask: Callable[[list[Call]], list[GenerateOutput]]) -> list[GenerateOutput]:
+    """Drive plans to their ends in lockstep with a synchronous ``ask``; one output per plan.
+
+    Each step gathers the next calls of every unfinished plan into one ``ask``, so a sync LLM
+    still answers a whole batch of rows at once. The executor drives one plan per row instead,
+    each call as soon as it can go.
+    """
+    results: dict[int, GenerateOutput] = {}
+    pending: dict[int, list[Call]] = {}
+
+    def advance(index: int, outputs: list[GenerateOutput] | None) -> None:
+        plan = plans[index]
+        try:
+            pending[index] = next(plan) if outputs is None else plan.send(outputs)
+        except StopIteration as done:
+            results[index] = done.value
+
+    for index in range(len(plans)):
+        advance(index, None)
+    while pending:
+        waiting = list(pending.items())
+        pending.clear()
+        answers = iter(ask([call for _, calls in waiting for call in calls]))
+        for index, calls in waiting:
+            advance(index, [next(answers) for _ in calls])
+    return [results[index] for index in range(len(plans))]
 
 
 def row_errors(row: Row, task_name: str) -> set[str]:
@@ -193,13 +210,8 @@ class Task(Step):
         rows = self.map_inputs(list(inputs))
         formatted = self.format_inputs(rows)
         kwargs = self.llm_kwargs()
-        if self.makes_several_calls:
-            outputs = [
-                run_plan(self.plan(row, chat), lambda calls: self._generate_calls(calls, kwargs))
-                for row, chat in zip(rows, formatted, strict=True)
-            ]
-        else:
-            outputs = self._generate_calls([Call(chat, self.num_generations) for chat in formatted], kwargs)
+        plans = [self.plan(row, chat) for row, chat in zip(rows, formatted, strict=True)]
+        outputs = run_plans(plans, lambda calls: self._generate_calls(calls, kwargs))
         yield self.map_outputs(self.build_rows(rows, formatted, outputs))
 
     def _generate_calls(self, calls: list[Call], kwargs: dict[str, Any]) -> list[GenerateOutput]:
