@@ -210,8 +210,11 @@ class Task(Step):
         rows = self.map_inputs(list(inputs))
         formatted = self.format_inputs(rows)
         kwargs = self.llm_kwargs()
-        plans = [self.plan(row, chat) for row, chat in zip(rows, formatted, strict=True)]
-        outputs = run_plans(plans, lambda calls: self._generate_calls(calls, kwargs))
+        if self.makes_several_calls:
+            plans = [self.plan(row, chat) for row, chat in zip(rows, formatted, strict=True)]
+            outputs = run_plans(plans, lambda calls: self._generate_calls(calls, kwargs))
+        else:  # the default plan, without a generator per row
+            outputs = self._generate_calls([Call(chat, self.num_generations) for chat in formatted], kwargs)
         yield self.map_outputs(self.build_rows(rows, formatted, outputs))
 
     def _generate_calls(self, calls: list[Call], kwargs: dict[str, Any]) -> list[GenerateOutput]:
