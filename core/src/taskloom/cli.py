@@ -50,8 +50,6 @@ def _describe_class(kind: str, name: str, cls: type) -> dict[str, Any]:
 
 def _task_parameters(cls: Any) -> list[dict[str, Any]]:
     """The fields a task adds to every task's own (llm, num_generations, ...), for ``taskloom tasks NAME``."""
-    from pydantic_core import PydanticUndefined
-
     from taskloom.tasks.base import Task
 
     own = [(name, field) for name, field in cls.model_fields.items() if name not in Task.model_fields]
@@ -59,11 +57,15 @@ def _task_parameters(cls: Any) -> list[dict[str, Any]]:
         {
             "name": name,
             "required": field.is_required(),
-            "default": None if field.default is PydanticUndefined else field.default,
+            "default": None if field.is_required() else field.get_default(call_default_factory=True),
             "description": field.description or "",
         }
         for name, field in own
     ]
+
+
+def _short(text: str, width: int = 40) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def _cmd_task_detail(name: str, args: argparse.Namespace) -> int:
@@ -84,7 +86,7 @@ def _cmd_task_detail(name: str, args: argparse.Namespace) -> int:
     print(f"Outputs: {_columns(info['outputs'] or {})}")
     if info["parameters"]:
         rows = [
-            [p["name"], "(required)" if p["required"] else repr(p["default"]), p["description"]]
+            [p["name"], "(required)" if p["required"] else _short(repr(p["default"])), p["description"]]
             for p in info["parameters"]
         ]
         print("\nParameters (besides llm, num_generations, group_generations, add_raw_output, add_raw_input):")

@@ -152,6 +152,8 @@ def test_check_score_accepts(value: Any, expected: int) -> None:
         (True, "not a number"),
         ("high", "not a number"),
         ([4], "not a whole number"),
+        ("<an integer from 1 to 5>", "not a number"),  # the prompt's own layout, parroted
+        ("4 because it is good", "not a number"),
     ],
 )
 def test_check_score_refuses(value: Any, message: str) -> None:
@@ -418,3 +420,8 @@ def test_check_object_follows_pydantic_schemas_refs_and_optionals() -> None:
     ]:
         with pytest.raises(ValueError, match=message):
             check_object({**good, **changes}, schema)
+
+
+def test_list_items_split_a_numbered_list_written_on_one_line() -> None:
+    text = "Here are three instructions: 1. Water the basil; 2. Plan a raised bed. 3. Compost the leaves."
+    assert list_items(text) == ["Water the basil", "Plan a raised bed.", "Compost the leaves."]

@@ -27,7 +27,7 @@ from taskloom_tasks.self_instruct import SelfInstruct
 from taskloom_tasks.ultrafeedback import UltraFeedback
 
 import taskloom
-from taskloom import Pipeline
+from taskloom import Pipeline, get_task
 from taskloom.tasks.base import METADATA, Task
 from taskloom.testing import ScriptedAsyncLLM, ScriptedLLM
 from taskloom.testing.conformance import TaskConformance
@@ -186,17 +186,20 @@ SPECS: dict[str, Spec] = {
     ),
     "evol-instruct": Spec(
         EvolInstruct,
-        # The example's operations are illustrative (docs/tasks.md); seed 2 is one that draws them.
-        {"seed": 2},
+        {},
         rows=[{"instruction": "Write a poem."}, {"instruction": "Add 2 and 3."}],
         json_reply=[
-            '{"instruction": "Write a sonnet about rain."}',
-            '{"instruction": "Write a sonnet about rain in Lisbon with an ABAB rhyme scheme."}',
+            '{"instruction": "Write a poem about the sea in exactly four stanzas."}',
+            '{"instruction": "Write a poem about the sea in exactly four stanzas, then explain step by step how '
+            'each stanza builds on the one before."}',
         ],
-        layout_reply=["Write a sonnet about rain.", "Write a sonnet about rain in Lisbon with an ABAB rhyme scheme."],
+        layout_reply=[
+            "Write a poem about the sea in exactly four stanzas.",
+            "Write a poem about the sea in exactly four stanzas, then explain step by step how each stanza builds "
+            "on the one before.",
+        ],
         malformed="   ",
-        template=("{{ operation }}: {{ instruction }}", "concretize: Write a poem."),
-        has_schema=False,  # documented: rewrites are asked for as plain text
+        template=("{{ operation }}: {{ instruction }}", "add-constraints: Write a poem."),
     ),
     "instruction-backtranslation": Spec(
         InstructionBacktranslation,
@@ -678,20 +681,12 @@ def test_structured_output_sends_the_schema_and_asks_for_json(name: str) -> None
         assert "JSON" in prompt(llm, index)
 
 
-def test_evol_instruct_has_no_schema_and_asks_for_plain_text_even_when_it_could() -> None:
-    """As documented: the rewrite is asked for as text; a JSON reply with "instruction" still reads."""
-    spec = SPECS["evol-instruct"]
-    assert spec.cls.example is not None
-    given, expected = spec.cls.example
-    llm = StructuredLLM(replies=_example_replies("evol-instruct"))
-    task = make("evol-instruct", llm=llm, **spec.fields)
-    assert task.response_schema() is None  # type: ignore[attr-defined]
-    assert not task.uses_json()  # type: ignore[attr-defined]
-    assert columns(task, run_one(task, given)) == expected
-    assert len(llm.calls) == 2
-    for index, call in enumerate(llm.calls):
-        assert "structured_output" not in call["kwargs"]
-        assert "Reply with the rewritten instruction only." in prompt(llm, index)
+def test_evol_instruct_refuses_a_cut_off_json_rewrite() -> None:
+    """A JSON answer cut off by max_new_tokens is no instruction, not an instruction that starts with '{'."""
+    task = make("evol-instruct", ['{"instruction": "Write a poem about', "unused"], num_evolutions=1)
+    out = run_one(task, {"instruction": "Write a poem."})
+    assert out["evolved_instruction"] is None
+    assert '{\\"instruction\\": \\"Write a poem about' in out["distilabel_metadata"]["raw_output_evol-instruct"]
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -1279,3 +1274,47 @@ def test_scorers_score_every_item_in_one_call() -> None:
     assert out["scores"] == [1, 2, 3, 4]
     assert len(llm.calls) == 1
     assert "## Instruction 4\nd" in prompt(llm)
+
+
+@pytest.mark.parametrize(
+    ("name", "fields", "row"),
+    [
+        ("prometheus-eval", {}, {"instruction": "Capital of France?", "generation": "Paris."}),
+        ("pairwise-judge", {}, {"instruction": "2+2?", "generations": ["4", "5"]}),
+        ("instruction-backtranslation", {}, {"instruction": "2+2?", "generation": "4"}),
+        ("ultrafeedback", {}, {"instruction": "2+2?", "generations": ["4", "5"]}),
+        ("quality-scorer", {}, {"instruction": "2+2?", "responses": ["4", "5"]}),
+    ],
+)
+def test_a_reply_that_parrots_the_answer_layout_is_not_a_verdict(name: str, fields: dict[str, Any], row: Row) -> None:
+    """Small models often copy the prompt's 'how to answer' lines; their placeholders are no answer."""
+    probe = get_task(name, llm=ScriptedLLM(), **fields)
+    prompt = probe.format_input(row)[-1]["content"]
+    layout = prompt[prompt.index("## How to answer") :]
+    task = get_task(name, llm=ScriptedLLM(replies=[layout]), **fields)
+    task.load()
+    [out] = next(task.process([dict(row)]))
+    assert all(out[column] is None for column in task.output_columns()), out
+    assert out["distilabel_metadata"][f"raw_output_{task.name}"] == layout
+
+
+@pytest.mark.parametrize(
+    ("name", "row", "reason"),
+    [
+        ("ultrafeedback", {"instruction": "2+2?", "generations": [None, None]}, "nothing to rate"),
+        ("pairwise-judge", {"instruction": "2+2?", "generations": ["4", None]}, "response B is missing"),
+        ("quality-scorer", {"instruction": "2+2?", "responses": []}, "nothing to score"),
+        ("complexity-scorer", {"instructions": ["Say hi.", None]}, "instruction 2 of 'instructions' is missing"),
+    ],
+)
+@pytest.mark.parametrize("both_orders", [False, True])
+def test_a_row_with_nothing_to_judge_fails_without_a_call(name: str, row: Row, reason: str, both_orders: bool) -> None:
+    fields = {"both_orders": both_orders} if name == "pairwise-judge" else {}
+    if both_orders and not fields:
+        pytest.skip("only pairwise-judge asks in both orders")
+    task = get_task(name, llm=ScriptedLLM(replies=["unused"]), **fields)
+    task.load()
+    [out] = next(task.process([dict(row)]))
+    assert task.llm.calls == []  # type: ignore[attr-defined]
+    assert all(out[column] is None for column in task.output_columns())
+    assert reason in out["distilabel_metadata"][f"error_{task.name}"]

@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from taskloom import Task
+from taskloom.llms import failed_output
 from taskloom.tasks.base import Call, CallPlan
 from taskloom.templates import compile_template, template_variables
 from taskloom.typing import ChatType, GenerateOutput, Row, Statistics
@@ -77,6 +78,10 @@ class PromptedTask(Task):
         """The JSON schema of one answer, or None when the task has none."""
         return None
 
+    def unanswerable(self, input: Row) -> str | None:
+        """Why this row cannot be judged (a response to judge is missing), or None when it can."""
+        return None
+
     def row_schema(self, input: Row) -> dict[str, Any] | None:
         """The schema for this row's answer when it depends on the row (how many items to rate), else None.
 
@@ -109,6 +114,9 @@ class PromptedTask(Task):
         return kwargs
 
     def plan(self, input: Row, chat: ChatType) -> CallPlan:
+        reason = self.unanswerable(input)
+        if reason is not None:  # nothing to judge: the row fails without paying for a call
+            return failed_output(self.num_generations, f"task {self.name!r}: {reason}")
         # A schema set on the LLM itself wins, as in llm_kwargs (setdefault).
         own = "structured_output" in self.llm.generation_kwargs
         schema = self.row_schema(input) if self.uses_json() and not own else None

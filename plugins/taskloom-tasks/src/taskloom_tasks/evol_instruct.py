@@ -45,6 +45,8 @@ def evolved_text(reply: str | None) -> str | None:
         data = None
     if isinstance(data, dict) and isinstance(data.get("instruction"), str):
         text = data["instruction"]
+    elif reply.lstrip().startswith("{"):
+        return None  # a JSON answer that was cut off or malformed: its text is not an instruction
     else:
         text = re.sub(r"^```[a-zA-Z]*\n|```$", "", reply.strip()).strip()
         text = _LEAD_IN.sub("", text).strip()
@@ -66,12 +68,14 @@ class EvolInstruct(PromptedTask):
     example: ClassVar[tuple[Row, Row] | None] = (
         {"instruction": "Write a poem."},
         {
-            "evolved_instruction": "Write a sonnet about rain in Lisbon with an ABAB rhyme scheme.",
+            "evolved_instruction": "Write a poem about the sea in exactly four stanzas, then explain step by step "
+            "how each stanza builds on the one before.",
             "evolved_instructions": [
-                "Write a sonnet about rain.",
-                "Write a sonnet about rain in Lisbon with an ABAB rhyme scheme.",
+                "Write a poem about the sea in exactly four stanzas.",
+                "Write a poem about the sea in exactly four stanzas, then explain step by step how each stanza "
+                "builds on the one before.",
             ],
-            "mutations": ["concretize", "add-constraints"],
+            "mutations": ["add-constraints", "increase-reasoning"],
         },
     )
     registry_name: ClassVar[str | None] = "evol-instruct"
@@ -99,6 +103,13 @@ class EvolInstruct(PromptedTask):
     def operation_for(self, instruction: str, generation: int, round_: int) -> str:
         chooser = random.Random(f"{self.seed}|{instruction}|{generation}|{round_}")
         return chooser.choice(self.operations)
+
+    def response_schema(self) -> dict[str, Any]:
+        return {
+            "type": "object",
+            "properties": {"instruction": {"type": "string", "minLength": 8, "maxLength": 2000}},
+            "required": ["instruction"],
+        }
 
     def template_context(self, input: Row) -> dict[str, Any]:
         operation = self.operation_for(input["instruction"], 0, 0)

@@ -72,8 +72,12 @@ class PairwiseJudge(PromptedTask):
             "criteria": self.criteria,
         }
 
+    def unanswerable(self, input: Row) -> str | None:
+        missing = [label for label, response in zip("AB", self._pair(input), strict=True) if response is None]
+        return f"response {' and '.join(missing)} is missing (None)" if missing else None
+
     def plan(self, input: Row, chat: ChatType) -> CallPlan:
-        if not self.both_orders:
+        if not self.both_orders or self.unanswerable(input) is not None:
             return (yield from super().plan(input, chat))
         first, second = self._pair(input)
         swapped = self.chat(self.render(input, response_a=second, response_b=first))

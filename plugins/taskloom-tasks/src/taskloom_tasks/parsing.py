@@ -23,6 +23,7 @@ _LABELLED = re.compile(
     r"[\s*_:=\-#\[\]]*" + _NUMBER + r"\s*(?:/\s*\d+|out of \d+)?",
     re.IGNORECASE,
 )
+_SCORE_TEXT = re.compile(r"[\s*_\[(]*" + _NUMBER + r"\s*(?:/\s*\d+|out of \d+)?[\s*_\])]*\.?", re.IGNORECASE)
 _BARE_FRACTION = re.compile(_NUMBER + r"\s*(?:/|out of)\s*(\d+)\b", re.IGNORECASE)
 
 
@@ -71,7 +72,9 @@ def check_score(value: Any, low: int, high: int) -> int:
     if isinstance(value, bool):
         raise ValueError(f"score {value!r} is not a number")
     if isinstance(value, str):
-        match = re.search(_NUMBER, value.strip(), re.IGNORECASE)
+        # The whole string must be the score ("4", "**4**", "4/5", "4 out of 5", "four."): a
+        # number taken from inside other text ("<an integer from 1 to 5>") is not an answer.
+        match = _SCORE_TEXT.fullmatch(value.strip())
         if match is None:
             raise ValueError(f"score {value!r} is not a number")
         value = _number(match.group(1))
@@ -155,10 +158,12 @@ def clean_item(text: str) -> str:
 
 def list_items(text: str) -> list[str]:
     """The items of a numbered or bulleted list, or of plain lines when there are no markers."""
+    # "1. First. 2. Second." written on one line is two items, not one.
+    text = re.sub(r"(?<=[.;!?:])\s+(?=\d+[.)]\s)", "\n", text)
     lines = [line for line in text.splitlines() if line.strip()]
     marked = [line for line in lines if re.match(r"^\s*(?:[-*•]|\d+[.):]|\(\d+\))\s+", line)]
     chosen = marked or lines
-    items = [clean_item(line) for line in chosen]
+    items = [clean_item(line).rstrip(";,").strip() for line in chosen]
     return [item for item in dict.fromkeys(items) if item]
 
 

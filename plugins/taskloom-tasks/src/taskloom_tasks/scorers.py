@@ -44,6 +44,13 @@ class _ListScorer(PromptedTask):
             "required": ["scores"],
         }
 
+    def unanswerable(self, input: Row) -> str | None:
+        items = self._items(input)
+        missing = [str(i + 1) for i, item in enumerate(items) if item is None]
+        if not items:
+            return f"column {self.items_column!r} is empty: there is nothing to score"
+        return f"{self.item_name} {', '.join(missing)} of {self.items_column!r} is missing (None)" if missing else None
+
     def row_schema(self, input: Row) -> dict[str, Any]:
         schema = self.response_schema()
         count = len(self._items(input))
@@ -91,6 +98,7 @@ class QualityScorer(_ListScorer):
     registry_name: ClassVar[str | None] = "quality-scorer"
     template_name: ClassVar[str] = "quality-scorer"
     items_column: ClassVar[str] = "responses"
+    item_name: ClassVar[str] = "response"
 
     @property
     def inputs(self) -> StepColumns:
@@ -118,6 +126,7 @@ class ComplexityScorer(_ListScorer):
     registry_name: ClassVar[str | None] = "complexity-scorer"
     template_name: ClassVar[str] = "complexity-scorer"
     items_column: ClassVar[str] = "instructions"
+    item_name: ClassVar[str] = "instruction"
 
     @property
     def inputs(self) -> StepColumns:

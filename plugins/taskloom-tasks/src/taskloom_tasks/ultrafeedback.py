@@ -113,6 +113,9 @@ class UltraFeedback(PromptedTask):
             "required": ["assessments"],
         }
 
+    def unanswerable(self, input: Row) -> str | None:
+        return None if self._shown(input) else "every generation is None: there is nothing to rate"
+
     def row_schema(self, input: Row) -> dict[str, Any]:
         schema = self.response_schema()
         count = self._shown(input)

@@ -24,7 +24,7 @@ _SENTENCE = re.compile(
 )
 _PREFER = re.compile(r"\bprefer(?:red|s)?\s+(?:response|output|answer)\s+([AB])\b", re.IGNORECASE)
 _TIE = re.compile(
-    r"\b(?:it'?s a tie|a tie|tie\b|equally (?:good|bad|strong|helpful)|both (?:are|responses are) equal"
+    r"\b(?:it'?s a tie|a tie|equally (?:good|bad|strong|helpful)|both (?:are|responses are) equal"
     r"|neither is better|no clear winner)",
     re.IGNORECASE,
 )
