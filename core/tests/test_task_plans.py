@@ -108,3 +108,19 @@ def test_pipeline_runs_plans_and_a_rerun_asks_nothing_again(tmp_path: Path) -> N
     )
     assert again.calls == []  # every call of every chain came from the cache
     assert list(rerun.rows()) == out
+
+
+def test_a_grouped_rows_metadata_is_carried_on_by_the_next_task() -> None:
+    """A judge reading grouped generations keeps the answers' raw outputs, as lists."""
+    from taskloom import get_task
+
+    answer = get_task("text-generation", name="answer", llm=ScriptedLLM(replies=["one", "two"]), num_generations=2)
+    answer = answer.model_copy(update={"group_generations": True})
+    answer.load()
+    [grouped] = next(answer.process([{"instruction": "count"}]))
+    judge = get_task("text-generation", name="judge", llm=ScriptedLLM(replies=["fine"]))
+    judge.load()
+    [judged] = next(judge.process([grouped]))
+    meta = judged["distilabel_metadata"]
+    assert meta["raw_output_answer"] == ["one", "two"]
+    assert meta["raw_output_judge"] == "fine"

@@ -91,6 +91,18 @@ def row_errors(row: Row, task_name: str) -> set[str]:
     return {str(m[key]) for m in each if isinstance(m, dict) and m.get(key)}
 
 
+def _upstream_metadata(upstream: Any) -> dict[str, Any]:
+    """An earlier task's metadata to carry on: a grouped row's list of per-generation dicts
+    becomes one dict of lists (``raw_output_answer: [first, second]``), so nothing is dropped."""
+    if isinstance(upstream, dict):
+        return upstream
+    if isinstance(upstream, list):
+        each = [m if isinstance(m, dict) else {} for m in upstream]
+        keys = dict.fromkeys(key for m in each for key in m)
+        return {key: [m.get(key) for m in each] for key in keys}
+    return {}
+
+
 def _default_llm() -> LLM:
     from taskloom.config import default_llm
 
@@ -263,8 +275,7 @@ class Task(Step):
         input_tokens = statistics.get("input_tokens") or []
         output_tokens = statistics.get("output_tokens") or []
         error = output.get("error")
-        upstream = row.get(METADATA)
-        upstream_meta: dict[str, Any] = upstream if isinstance(upstream, dict) else {}
+        upstream_meta = _upstream_metadata(row.get(METADATA))
 
         formatted = []
         for index, text in enumerate(output["generations"]):
