@@ -73,6 +73,13 @@ def test_helpers_see_markers_and_headings() -> None:
 
 
 README_EXAMPLES = python_examples(README.read_text(encoding="utf-8"))
+# Pages whose every example is self-contained (scripted LLMs, no model to download).
+RUNNABLE_PAGES = [REPO / "docs" / "tasks.md"]
+PAGE_EXAMPLES = [
+    (f"{page.relative_to(REPO)}:{line}", code)
+    for page in RUNNABLE_PAGES
+    for line, code in python_examples(page.read_text(encoding="utf-8"))
+]
 
 
 def test_readme_has_examples() -> None:
@@ -80,7 +87,9 @@ def test_readme_has_examples() -> None:
 
 
 @pytest.mark.parametrize(
-    "code", [code for _, code in README_EXAMPLES], ids=[f"README.md:{line}" for line, _ in README_EXAMPLES]
+    "code",
+    [code for _, code in README_EXAMPLES] + [code for _, code in PAGE_EXAMPLES],
+    ids=[f"README.md:{line}" for line, _ in README_EXAMPLES] + [where for where, _ in PAGE_EXAMPLES],
 )
 def test_readme_example_runs(code: str, tmp_path: Path) -> None:
     script = tmp_path / "example.py"
