@@ -254,8 +254,8 @@ def _parameter_lines(info: list[dict[str, Any]], indent: str) -> list[str]:
             lines.append(f"{indent}{entry['name']}:")
             lines += _parameter_lines(entry["runtime_parameters_info"], indent + "  ")
             continue
-        default = entry.get("default")
-        shown = f" = {default!r}" if default not in (None, {}, []) else ""
+        value = entry.get("value", entry.get("default"))  # as configured, else the default
+        shown = f" = {value!r}" if value not in (None, {}, []) else ""
         lines.append(f"{indent}{entry['name']}{shown}: {entry.get('description', '')}".rstrip())
         for key in entry.get("keys", []):
             lines.append(f"{indent}  .{key['name']}: {key.get('description', '')}".rstrip())

@@ -90,7 +90,7 @@ class Component(BaseModel):
         return [n for n, f in cls.model_fields.items() if any(m is RUNTIME for m in f.metadata)]
 
     def runtime_parameters_info(self) -> list[dict[str, Any]]:
-        """Every runtime parameter with its description, default and whether it is optional."""
+        """Every runtime parameter with its description, default, current value and whether it is optional."""
         info = []
         for name in self.runtime_fields():
             field = type(self).model_fields[name]
@@ -100,6 +100,7 @@ class Component(BaseModel):
                     "description": field.description or "",
                     "optional": not field.is_required(),
                     "default": None if field.is_required() else field.get_default(call_default_factory=True),
+                    "value": getattr(self, name, None),
                 }
             )
         return info

@@ -50,8 +50,9 @@ def test_good_file_runs_from_the_cli(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 
 def test_show_lists_steps_columns_and_parameters(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["show", str(write(tmp_path, GOOD))]) == 0
+    assert cli.main(["show", str(write(tmp_path, GOOD.replace("num_generations: 1", "num_generations: 3")))]) == 0
     out = capsys.readouterr().out
+    assert "num_generations = 3" in out  # the value the file sets, not the class default
     assert "judge [structured-generation] after answer" in out
     assert "outputs: score, model_name" in out
     assert "generation_kwargs" in out
