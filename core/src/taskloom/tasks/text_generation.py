@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
-from pydantic import Field, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 
 from taskloom.steps import StepColumns
 from taskloom.tasks.base import Task
 from taskloom.templates import compile_template, template_variables
 from taskloom.typing import ChatMessage, ChatType, Row
+
+
+def _schema_of(value: Any) -> Any:
+    """A pydantic model class given for a schema, as its JSON schema, so dumps stay plain data."""
+    if isinstance(value, type) and hasattr(value, "model_json_schema"):
+        return value.model_json_schema()
+    return value
+
+
+OutputSchema = Annotated[dict[str, Any], BeforeValidator(_schema_of)]
+"""A JSON schema field that also takes a pydantic model class (task packs use it too)."""
 
 _ROLES = {"system", "user", "assistant", "developer", "tool"}
 
@@ -128,18 +139,9 @@ class StructuredGeneration(TextGeneration):
 
     registry_name: ClassVar[str | None] = "structured-generation"
 
-    output_schema: dict[str, Any] = Field(
+    output_schema: OutputSchema = Field(
         description="JSON schema of the answer (an object); a pydantic model class is accepted too.",
     )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _schema_from_model(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            schema = data.get("output_schema")
-            if isinstance(schema, type) and hasattr(schema, "model_json_schema"):
-                data = {**data, "output_schema": schema.model_json_schema()}
-        return data
 
     @model_validator(mode="after")
     def _check_schema(self) -> StructuredGeneration:

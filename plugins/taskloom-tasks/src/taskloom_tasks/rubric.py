@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 from pydantic import Field, model_validator
 
 from taskloom.steps import StepColumns
+from taskloom.tasks.text_generation import OutputSchema
 from taskloom.typing import Row
 from taskloom_tasks.base import PromptedTask
 from taskloom_tasks.schema_check import check_object
@@ -43,22 +44,13 @@ class RubricJudge(PromptedTask):
     template_name: ClassVar[str] = "rubric-judge"
 
     criteria: str = Field(description="What to judge, in plain words (a rubric, a checklist, a scale).")
-    output_schema: dict[str, Any] = Field(
+    output_schema: OutputSchema = Field(
         default_factory=lambda: dict(DEFAULT_SCHEMA),
         description="JSON schema of the judge's answer (an object); a pydantic model class is accepted too.",
     )
     columns: list[str] = Field(
         default_factory=lambda: ["instruction", "generation"], description="Row columns shown to the judge, in order."
     )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _schema_from_model(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            schema = data.get("output_schema")
-            if isinstance(schema, type) and hasattr(schema, "model_json_schema"):
-                data = {**data, "output_schema": schema.model_json_schema()}
-        return data
 
     @model_validator(mode="after")
     def _check_schema(self) -> RubricJudge:
