@@ -46,6 +46,7 @@ def _generation_signature(func: Callable[..., Any]) -> tuple[dict[str, inspect.P
     return named, open_ended
 
 
+@cache
 def _docstring_args(func: Callable[..., Any]) -> dict[str, str]:
     """``name: description`` lines of a Google-style ``Args:`` section."""
     doc = inspect.getdoc(func) or ""
