@@ -202,13 +202,14 @@ def test_structured_output_from_a_pydantic_class(scripted: ScriptedServer) -> No
 
 def test_structured_output_from_a_dict_and_as_generation_kwarg(scripted: ScriptedServer) -> None:
     schema = {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "array", "items": {
-        "type": "object", "properties": {"c": {"type": "string"}}}}}}
+        "type": "object", "properties": {"c": {"type": "string", "maxLength": 40}}}}}}
     scripted.answer(completion(['{"a": 1, "b": []}']))
     run(make_llm(scripted, generation_kwargs={"structured_output": schema}))
     sent = scripted.requests[0]["json"]["response_format"]["json_schema"]
     assert sent["name"] == "output"
     assert sent["schema"]["required"] == ["a", "b"]
     assert sent["schema"]["properties"]["b"]["items"]["additionalProperties"] is False
+    assert sent["schema"]["properties"]["b"]["items"]["properties"]["c"] == {"type": "string"}  # strict: no lengths
     assert "additionalProperties" not in schema  # the caller's dict is not changed
 
 

@@ -521,7 +521,12 @@ def response_format(schema: StructuredOutput) -> dict[str, Any]:
 
 
 def strict_schema(schema: dict[str, Any]) -> dict[str, Any]:
-    """A copy of ``schema`` with its objects closed and all their properties required."""
+    """A copy of ``schema`` with its objects closed, all their properties required, and no string lengths.
+
+    OpenAI documents ``pattern`` and ``format`` as the string keywords strict mode takes, not
+    ``minLength``/``maxLength``, and rejects keywords it does not take. Task schemas carry lengths
+    to keep a small local model's grammar short; an API model needs neither.
+    """
     result = copy.deepcopy(schema)
 
     def visit(node: Any) -> None:
@@ -531,6 +536,8 @@ def strict_schema(schema: dict[str, Any]) -> dict[str, Any]:
             return
         if not isinstance(node, dict):
             return
+        node.pop("minLength", None)
+        node.pop("maxLength", None)
         properties = node.get("properties")
         if node.get("type") == "object" or isinstance(properties, dict):
             node.setdefault("additionalProperties", False)
