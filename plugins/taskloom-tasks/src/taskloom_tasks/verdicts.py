@@ -7,9 +7,12 @@ from typing import Literal
 
 Verdict = Literal["A", "B", "tie"]
 
+# "A", "[[B]]", "Output (a)" (AlpacaEval), "**Response B**", "tie." as the whole reply.
 _BARE = re.compile(
-    r"^[\s\[(\"'*`]*(?:response|output|answer|assistant)?\s*([AB]|tie|draw)[\s\])\"'*`.!]*$", re.IGNORECASE
+    r"^[\s\[(\"'*`]*(?:response|output|answer|assistant)?[\s(\[]*([AB]|tie|draw)[\s\])\"'*`.!]*$", re.IGNORECASE
 )
+# Arena-Hard's "[[A>>B]]", "[[A>B]]", "[[A=B]]", "[[B>A]]", "[[B>>A]]".
+_ORDERING = re.compile(r"\[\[\s*([AB])\s*(>>|>|=)\s*([AB])\s*\]\]")
 _DOUBLE_BRACKETS = re.compile(r"\[\[\s*([ABC])\s*\]\]")
 # "Verdict: A", "Winner: Response B", "**Final verdict**: [[A]]", "Better response: (B)".
 _LABELLED = re.compile(
@@ -43,6 +46,9 @@ def find_verdict(text: str, allow_tie: bool = True) -> Verdict:
     bare = _BARE.match(text.strip())
     if bare is not None:
         found = _normal(bare.group(1))
+    elif orderings := list(_ORDERING.finditer(text)):
+        first, sign, _ = orderings[-1].groups()
+        found = "tie" if sign == "=" else _normal(first)
     else:
         for pattern in (_DOUBLE_BRACKETS, _LABELLED, _SENTENCE, _PREFER):
             matches = list(pattern.finditer(text))
