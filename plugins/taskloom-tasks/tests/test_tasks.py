@@ -1299,19 +1299,18 @@ def test_a_reply_that_parrots_the_answer_layout_is_not_a_verdict(name: str, fiel
 
 
 @pytest.mark.parametrize(
-    ("name", "row", "reason"),
+    ("name", "fields", "row", "reason"),
     [
-        ("ultrafeedback", {"instruction": "2+2?", "generations": [None, None]}, "nothing to rate"),
-        ("pairwise-judge", {"instruction": "2+2?", "generations": ["4", None]}, "response B is missing"),
-        ("quality-scorer", {"instruction": "2+2?", "responses": []}, "nothing to score"),
-        ("complexity-scorer", {"instructions": ["Say hi.", None]}, "instruction 2 of 'instructions' is missing"),
+        ("ultrafeedback", {}, {"instruction": "2+2?", "generations": [None, None]}, "nothing to rate"),
+        ("pairwise-judge", {}, {"instruction": "2+2?", "generations": ["4", None]}, "response B is missing"),
+        ("pairwise-judge", {"both_orders": True}, {"instruction": "2+2?", "generations": [None, "4"]}, "response A"),
+        ("quality-scorer", {}, {"instruction": "2+2?", "responses": []}, "nothing to score"),
+        ("complexity-scorer", {}, {"instructions": ["Say hi.", None]}, "instruction 2 of 'instructions' is missing"),
     ],
 )
-@pytest.mark.parametrize("both_orders", [False, True])
-def test_a_row_with_nothing_to_judge_fails_without_a_call(name: str, row: Row, reason: str, both_orders: bool) -> None:
-    fields = {"both_orders": both_orders} if name == "pairwise-judge" else {}
-    if both_orders and not fields:
-        pytest.skip("only pairwise-judge asks in both orders")
+def test_a_row_with_nothing_to_judge_fails_without_a_call(
+    name: str, fields: dict[str, Any], row: Row, reason: str
+) -> None:
     task = get_task(name, llm=ScriptedLLM(replies=["unused"]), **fields)
     task.load()
     [out] = next(task.process([dict(row)]))
