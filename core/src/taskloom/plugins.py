@@ -118,12 +118,9 @@ def _simple_contains(specifier: str, version: str) -> bool | None:
     return True
 
 
-def _core_specifier(spec: str) -> str | None:
-    """The version clauses of a plain ``taskloom`` requirement (no extras, URL or marker)."""
-    match = _NAME.match(spec)
-    if match is None or canonical_name(match.group(1)) != "taskloom":
-        return None
-    rest = spec[match.end() :].strip()
+def _plain_clauses(rest: str) -> str | None:
+    """The version clauses after a requirement's name, if plain (no extras, URL or marker)."""
+    rest = rest.strip()
     if rest.startswith("(") and rest.endswith(")"):
         rest = rest[1:-1]
     return rest if not any(sign in rest for sign in "[;@(") else None
@@ -143,11 +140,10 @@ def check_core_requirement(ep: EntryPoint) -> None:
         name = _NAME.match(spec)
         if name is None or canonical_name(name.group(1)) != "taskloom":
             continue
-        plain = _core_specifier(spec)
+        plain = _plain_clauses(spec[name.end() :])
         accepted = _simple_contains(plain, __version__) if plain is not None else None
-        if plain is not None and accepted is not None:
-            specifier = plain.replace(" ", "")
-        else:
+        specifier = (plain or "").replace(" ", "")
+        if accepted is None:
             accepted, specifier = _packaging_contains(spec)
         if accepted is False:
             package, version = package_of(ep)
