@@ -40,6 +40,8 @@ class PromptedTask(Task):
     template_name: ClassVar[str]
     """The packaged template file, without ``.jinja2``."""
     default_system_prompt: ClassVar[str | None] = None
+    counted_list: ClassVar[str | None] = None
+    """A schema property with one entry per item the prompt shows (see ``row_schema``)."""
 
     template: str | None = Field(
         default=None,
@@ -82,12 +84,23 @@ class PromptedTask(Task):
         """Why this row cannot be judged (a response to judge is missing), or None when it can."""
         return None
 
-    def row_schema(self, input: Row) -> dict[str, Any] | None:
-        """The schema for this row's answer when it depends on the row (how many items to rate), else None.
+    def items_shown(self, input: Row) -> int:
+        """How many items the row's prompt shows, for a task with a ``counted_list``."""
+        raise NotImplementedError(f"{type(self).__name__} sets counted_list but not items_shown()")
 
-        Small models do not count reliably: a grammar that fixes the list's length makes them.
+    def row_schema(self, input: Row) -> dict[str, Any] | None:
+        """The schema for this row's answer when it depends on the row, else None.
+
+        With ``counted_list``, that list property is fixed to one entry per item shown: small
+        models do not count reliably, and a grammar that fixes the length makes them.
         """
-        return None
+        schema = self.response_schema() if self.counted_list is not None else None
+        if schema is None or self.counted_list is None:
+            return None
+        count = self.items_shown(input)
+        properties = schema["properties"]
+        counted = {**properties[self.counted_list], "minItems": count, "maxItems": count}
+        return {**schema, "properties": {**properties, self.counted_list: counted}}
 
     def from_json(self, data: Any, input: Row) -> dict[str, Any]:
         """Output columns from the answer's JSON; raise ``ValueError`` if it is not usable."""

@@ -17,6 +17,7 @@ class _ListScorer(PromptedTask):
     """Scores every item of one list column in one call; ``scores`` is aligned to the list."""
 
     items_column: ClassVar[str]
+    counted_list: ClassVar[str | None] = "scores"
     item_name: ClassVar[str]
 
     low: int = Field(default=1, description="The lowest score.")
@@ -51,11 +52,14 @@ class _ListScorer(PromptedTask):
             return f"column {self.items_column!r} is empty: there is nothing to score"
         return f"{self.item_name} {', '.join(missing)} of {self.items_column!r} is missing (None)" if missing else None
 
-    def row_schema(self, input: Row) -> dict[str, Any]:
-        schema = self.response_schema()
-        count = len(self._items(input))
-        schema["properties"]["scores"].update(minItems=count, maxItems=count)
-        return schema
+    def items_shown(self, input: Row) -> int:
+        return len(self._items(input))
+
+    def template_variables(self) -> list[str]:
+        return ["json", self.items_column, "low", "high"]
+
+    def template_context(self, input: Row) -> dict[str, Any]:
+        return {self.items_column: self._items(input), "low": self.low, "high": self.high}
 
     def _checked(self, scores: list[Any], input: Row) -> dict[str, Any]:
         expected = len(self._items(input))
@@ -105,15 +109,10 @@ class QualityScorer(_ListScorer):
         return ["instruction", "responses"]
 
     def template_variables(self) -> list[str]:
-        return ["json", "instruction", "responses", "low", "high"]
+        return [*super().template_variables(), "instruction"]
 
     def template_context(self, input: Row) -> dict[str, Any]:
-        return {
-            "instruction": input["instruction"],
-            "responses": self._items(input),
-            "low": self.low,
-            "high": self.high,
-        }
+        return {**super().template_context(input), "instruction": input["instruction"]}
 
 
 class ComplexityScorer(_ListScorer):
@@ -131,9 +130,3 @@ class ComplexityScorer(_ListScorer):
     @property
     def inputs(self) -> StepColumns:
         return ["instructions"]
-
-    def template_variables(self) -> list[str]:
-        return ["json", "instructions", "low", "high"]
-
-    def template_context(self, input: Row) -> dict[str, Any]:
-        return {"instructions": self._items(input), "low": self.low, "high": self.high}

@@ -66,6 +66,7 @@ class UltraFeedback(PromptedTask):
     )
     registry_name: ClassVar[str | None] = "ultrafeedback"
     template_name: ClassVar[str] = "ultrafeedback"
+    counted_list: ClassVar[str | None] = "assessments"
 
     aspect: Aspect = Field(
         default="overall",
@@ -114,13 +115,7 @@ class UltraFeedback(PromptedTask):
         }
 
     def unanswerable(self, input: Row) -> str | None:
-        return None if self._shown(input) else "every generation is None: there is nothing to rate"
-
-    def row_schema(self, input: Row) -> dict[str, Any]:
-        schema = self.response_schema()
-        count = self._shown(input)
-        schema["properties"]["assessments"].update(minItems=count, maxItems=count)
-        return schema
+        return None if self.items_shown(input) else "every generation is None: there is nothing to rate"
 
     def from_json(self, data: Any, input: Row) -> dict[str, Any]:
         items = data.get("assessments") if isinstance(data, dict) else data
@@ -141,7 +136,7 @@ class UltraFeedback(PromptedTask):
         return self._aligned(ratings, rationales, input)
 
     def from_text(self, text: str, input: Row) -> dict[str, Any]:
-        count = self._shown(input)
+        count = self.items_shown(input)
         sections = split_sections(text, count)
         if sections is not None:
             ratings: list[int | None] = [find_score(section, 1, 5) for section in sections]
@@ -155,13 +150,13 @@ class UltraFeedback(PromptedTask):
             ratings, rationales = list(found), [None] * count
         return self._aligned(ratings, rationales, input)
 
-    def _shown(self, input: Row) -> int:
+    def items_shown(self, input: Row) -> int:
         return sum(g is not None for g in input.get("generations") or [])
 
     def _aligned(self, ratings: list[int | None], rationales: list[str | None], input: Row) -> dict[str, Any]:
         """Put the judged responses' results back in the positions of ``generations``."""
-        if len(ratings) != self._shown(input):
-            raise ValueError(f"expected {self._shown(input)} assessments, got {len(ratings)}")
+        if len(ratings) != self.items_shown(input):
+            raise ValueError(f"expected {self.items_shown(input)} assessments, got {len(ratings)}")
         judged = iter(zip(ratings, rationales, strict=True))
         pairs = [next(judged) if g is not None else (None, None) for g in input["generations"]]
         return {"ratings": [p[0] for p in pairs], "rationales": [p[1] for p in pairs]}
