@@ -50,6 +50,7 @@ def _describe_class(kind: str, name: str, cls: type) -> dict[str, Any]:
 
 def _task_parameters(cls: Any) -> list[dict[str, Any]]:
     """The fields a task adds to every task's own (llm, num_generations, ...), for ``taskloom tasks NAME``."""
+    from taskloom.component import field_default
     from taskloom.tasks.base import Task
 
     own = [(name, field) for name, field in cls.model_fields.items() if name not in Task.model_fields]
@@ -57,7 +58,7 @@ def _task_parameters(cls: Any) -> list[dict[str, Any]]:
         {
             "name": name,
             "required": field.is_required(),
-            "default": None if field.is_required() else field.get_default(call_default_factory=True),
+            "default": field_default(field),
             "description": field.description or "",
         }
         for name, field in own

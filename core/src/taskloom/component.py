@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, SecretStr
+from pydantic.fields import FieldInfo
 
 T = TypeVar("T")
 
@@ -49,6 +50,11 @@ def _is_secret(annotation: Any) -> bool:
     if annotation is SecretStr:
         return True
     return any(_is_secret(arg) for arg in getattr(annotation, "__args__", ()) or ())
+
+
+def field_default(field: FieldInfo) -> Any:
+    """A field's default as users see it (a factory's value too), or None when it is required."""
+    return None if field.is_required() else field.get_default(call_default_factory=True)
 
 
 class Component(BaseModel):
@@ -99,7 +105,7 @@ class Component(BaseModel):
                     "name": name,
                     "description": field.description or "",
                     "optional": not field.is_required(),
-                    "default": None if field.is_required() else field.get_default(call_default_factory=True),
+                    "default": field_default(field),
                     "value": getattr(self, name, None),
                 }
             )
