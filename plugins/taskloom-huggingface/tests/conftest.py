@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "scripts"))
 
-from huggingface_scripted_http import ScriptedServer
+from huggingface_scripted_http import Reply, ScriptedServer
 from llama_server_fixture import llama_server  # noqa: F401
 
 
@@ -20,8 +20,5 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture
 def scripted() -> Iterator[ScriptedServer]:
-    server = ScriptedServer()
-    try:
+    with ScriptedServer([Reply()]) as server:  # a well-formed completion until a test scripts otherwise
         yield server
-    finally:
-        server.close()

@@ -124,8 +124,11 @@ def test_text_generation_task_end_to_end(llama_server: LlamaServer) -> None:
     task = get_task("text-generation", llm=llm, num_generations=2)
     task.load()
     try:
-        rows = [row for batch in task.process([{"instruction": "Name a colour."}, {"instruction": "Say hi."}])
-                for row in batch]
+        rows = [
+            row
+            for batch in task.process([{"instruction": "Name a colour."}, {"instruction": "Say hi."}])
+            for row in batch
+        ]
     finally:
         task.unload()
     assert len(rows) == 4

@@ -57,9 +57,7 @@ def test_request_shape_and_statistics(scripted: ScriptedServer) -> None:
     scripted.answer(Reply(body=completion("Hello!", prompt_tokens=11, completion_tokens=2)))
     llm = make_llm(scripted)
     try:
-        [out] = llm.generate(
-            [CHAT], max_new_tokens=9, temperature=0.5, top_p=0.9, stop=["\n"], seed=42
-        )
+        [out] = llm.generate([CHAT], max_new_tokens=9, temperature=0.5, top_p=0.9, stop=["\n"], seed=42)
     finally:
         llm.unload()
     assert out == {"generations": ["Hello!"], "statistics": {"input_tokens": [11], "output_tokens": [2]}}
@@ -69,7 +67,11 @@ def test_request_shape_and_statistics(scripted: ScriptedServer) -> None:
     body = request.body
     assert body["messages"] == CHAT
     assert (body["max_tokens"], body["temperature"], body["top_p"], body["stop"], body["seed"]) == (
-        9, 0.5, 0.9, ["\n"], 42
+        9,
+        0.5,
+        0.9,
+        ["\n"],
+        42,
     )
     assert "response_format" not in body
 
@@ -353,7 +355,12 @@ def test_registered_under_huggingface() -> None:
     llm = get_llm("huggingface", model="a/b", api_key=KEY)
     assert isinstance(llm, HuggingFaceLLM)
     assert set(llm.generation_parameters()) == {
-        "temperature", "top_p", "max_new_tokens", "stop", "seed", "structured_output"
+        "temperature",
+        "top_p",
+        "max_new_tokens",
+        "stop",
+        "seed",
+        "structured_output",
     }
     assert all(llm.generation_parameters().values()), "every generation kwarg is described"
 

@@ -20,10 +20,5 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture
 def scripted() -> Iterator[ScriptedServer]:
-    server = ScriptedServer()
-    server.thread.start()
-    try:
+    with ScriptedServer() as server:
         yield server
-    finally:
-        server.httpd.shutdown()
-        server.httpd.server_close()

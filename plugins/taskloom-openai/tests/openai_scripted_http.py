@@ -1,4 +1,4 @@
-"""A scripted loopback HTTP server for failures a real server will not produce on demand."""
+"""Chat-completion bodies for core's scripted loopback server, and a stand-in for the Batch API."""
 
 from __future__ import annotations
 
@@ -6,19 +6,12 @@ import json
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from taskloom.testing.http import Reply, ScriptedServer
 
-@dataclass
-class Reply:
-    """One scripted answer: status, headers, raw body, and how long to wait before sending it."""
-
-    status: int = 200
-    body: bytes | str | dict[str, Any] = b""
-    headers: dict[str, str] = field(default_factory=dict)
-    delay: float = 0.0
+__all__ = ["FakeBatchAPI", "Reply", "ScriptedServer", "completion"]
 
 
 def completion(texts: list[str], prompt_tokens: int = 7, completion_tokens: int = 5) -> Reply:
@@ -40,62 +33,6 @@ def completion(texts: list[str], prompt_tokens: int = 7, completion_tokens: int 
             },
         }
     )
-
-
-class ScriptedServer:
-    """A threaded loopback HTTP server answering POSTs from a script, recording every request."""
-
-    def __init__(self) -> None:
-        self.script: list[Reply | Callable[[dict[str, Any]], Reply]] = []
-        self.requests: list[dict[str, Any]] = []
-        self.times: list[float] = []
-        self._lock = threading.Lock()
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                length = int(self.headers.get("content-length") or 0)
-                payload = json.loads(self.rfile.read(length) or b"{}")
-                with server._lock:
-                    server.requests.append(
-                        {"path": self.path, "json": payload, "authorization": self.headers.get("authorization")}
-                    )
-                    server.times.append(time.monotonic())
-                    step = server.script.pop(0) if len(server.script) > 1 else server.script[0]
-                reply = step(payload) if callable(step) else step
-                if reply.delay:
-                    time.sleep(reply.delay)
-                body = reply.body
-                if isinstance(body, dict):
-                    body = json.dumps(body)
-                raw = body.encode() if isinstance(body, str) else body
-                try:
-                    self.send_response(reply.status)
-                    headers = {"content-type": "application/json", **reply.headers}
-                    for name, value in headers.items():
-                        self.send_header(name, value)
-                    self.send_header("content-length", str(len(raw)))
-                    self.end_headers()
-                    self.wfile.write(raw)
-                except OSError:  # the client gave up (timeout test)
-                    pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-
-    def answer(self, *steps: Reply | Callable[[dict[str, Any]], Reply]) -> None:
-        """Answer with these, in order; the last one repeats."""
-        self.script = list(steps)
 
 
 class FakeBatchAPI:
@@ -214,8 +151,15 @@ class FakeBatchAPI:
             file_id = f"file-{len(self.files)}"
             self.files[file_id] = parts["file"].get_payload(decode=True)
             now = int(time.time())
-            return 200, {"id": file_id, "object": "file", "bytes": len(raw), "created_at": now, "filename": "x",
-                         "purpose": "batch", "status": "processed"}
+            return 200, {
+                "id": file_id,
+                "object": "file",
+                "bytes": len(raw),
+                "created_at": now,
+                "filename": "x",
+                "purpose": "batch",
+                "status": "processed",
+            }
         if path == "/v1/batches":
             payload = json.loads(raw)
             assert payload["endpoint"] == "/v1/chat/completions"

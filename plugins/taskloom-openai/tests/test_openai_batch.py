@@ -44,17 +44,13 @@ def test_submit_poll_collect(fake: FakeBatchAPI) -> None:
         outputs = llm.generate(CHATS, num_generations=2, max_new_tokens=5, temperature=0.2)
     finally:
         llm.unload()
-    assert [o["generations"] for o in outputs] == [
-        [f"request-{i} answer 0", f"request-{i} answer 1"] for i in range(3)
-    ]
+    assert [o["generations"] for o in outputs] == [[f"request-{i} answer 0", f"request-{i} answer 1"] for i in range(3)]
     assert outputs[0]["statistics"] == {"input_tokens": [10, 10], "output_tokens": [3, 3]}
     [batch_id] = fake.batches
     assert fake.batches[batch_id]["polls"] == 4  # in progress three times, then completed
     lines = fake.requests_of(batch_id)
     assert [line["custom_id"] for line in lines] == ["request-0", "request-1", "request-2"]
-    assert lines[1]["body"] == {
-        "model": "gpt-x", "messages": CHATS[1], "max_tokens": 5, "temperature": 0.2, "n": 2
-    }
+    assert lines[1]["body"] == {"model": "gpt-x", "messages": CHATS[1], "max_tokens": 5, "temperature": 0.2, "n": 2}
     assert llm.batch_id is None  # collected: the next call submits a new job
     assert sum(1 for method, path in fake.calls if path == "/v1/files") == 1
 

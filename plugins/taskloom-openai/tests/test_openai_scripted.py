@@ -38,7 +38,7 @@ def _both_clients(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatc
 def make_llm(server: ScriptedServer, **fields: Any) -> OpenAILLM:
     fields.setdefault("retry", RetryPolicy(max_attempts=3, initial_delay=0.01, max_delay=0.05))
     fields.setdefault("client", CLIENT)
-    return OpenAILLM(model="scripted", base_url=server.base_url, api_key=KEY, **fields)
+    return OpenAILLM(model="scripted", base_url=f"{server.url}/v1", api_key=KEY, **fields)
 
 
 def run(llm: OpenAILLM, num_generations: int = 1, **kwargs: Any) -> dict[str, Any]:
@@ -61,7 +61,7 @@ def test_rate_limit_waits_retry_after_then_succeeds(scripted: ScriptedServer) ->
     output = run(make_llm(scripted))
     assert output["generations"] == ["done"]
     assert len(scripted.requests) == 2
-    assert scripted.times[1] - scripted.times[0] >= 0.9  # honoured Retry-After, not the 0.01 s backoff
+    assert scripted.requests[1].at - scripted.requests[0].at >= 0.9  # honoured Retry-After, not the 0.01 s backoff
 
 
 @pytest.mark.parametrize("status", [500, 502, 503, 529])
@@ -131,7 +131,7 @@ def test_authentication_error_stops_without_retry_and_hides_the_key(scripted: Sc
     finally:
         llm.unload()
     assert len(scripted.requests) == 1
-    assert scripted.requests[0]["authorization"] == f"Bearer {KEY}"
+    assert scripted.requests[0].headers["authorization"] == f"Bearer {KEY}"
     assert KEY not in str(caught.value)
     assert "[redacted]" in str(caught.value)
     assert caught.value.__cause__ is None  # the SDK exception echoing the key is not chained
@@ -153,8 +153,8 @@ def test_bad_request_is_recorded_without_retry(scripted: ScriptedServer, status:
 def test_generation_kwargs_are_mapped(scripted: ScriptedServer) -> None:
     scripted.answer(completion(["ok"]))
     run(make_llm(scripted), temperature=0.5, top_p=0.9, max_new_tokens=7, stop=["\n"], seed=3)
-    sent = scripted.requests[0]["json"]
-    assert scripted.requests[0]["path"] == "/v1/chat/completions"
+    sent = scripted.requests[0].body
+    assert scripted.requests[0].path == "/v1/chat/completions"
     assert sent["model"] == "scripted"
     assert sent["messages"] == CHAT
     assert sent["temperature"] == 0.5
@@ -169,14 +169,14 @@ def test_generation_kwargs_are_mapped(scripted: ScriptedServer) -> None:
 def test_unset_kwargs_are_not_sent(scripted: ScriptedServer) -> None:
     scripted.answer(completion(["ok"]))
     run(make_llm(scripted), max_new_tokens=None)
-    sent = scripted.requests[0]["json"]
+    sent = scripted.requests[0].body
     assert set(sent) == {"model", "messages"}
 
 
 def test_max_tokens_parameter(scripted: ScriptedServer) -> None:
     scripted.answer(completion(["ok"]))
     run(make_llm(scripted, max_tokens_parameter="max_completion_tokens"), max_new_tokens=9)
-    sent = scripted.requests[0]["json"]
+    sent = scripted.requests[0].body
     assert sent["max_completion_tokens"] == 9
     assert "max_tokens" not in sent
     assert OpenAILLM(model="gpt-4o-mini")._max_tokens_field() == "max_completion_tokens"
@@ -191,7 +191,7 @@ def test_structured_output_from_a_pydantic_class(scripted: ScriptedServer) -> No
     scripted.answer(completion(['{"answer": "yes", "reason": ""}']))
     output = run(make_llm(scripted), structured_output=Verdict)
     assert Verdict.model_validate_json(output["generations"][0]).answer == "yes"
-    sent = scripted.requests[0]["json"]["response_format"]
+    sent = scripted.requests[0].body["response_format"]
     assert sent["type"] == "json_schema"
     assert sent["json_schema"]["name"] == "Verdict"
     assert sent["json_schema"]["strict"] is True
@@ -201,11 +201,19 @@ def test_structured_output_from_a_pydantic_class(scripted: ScriptedServer) -> No
 
 
 def test_structured_output_from_a_dict_and_as_generation_kwarg(scripted: ScriptedServer) -> None:
-    schema = {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "array", "items": {
-        "type": "object", "properties": {"c": {"type": "string", "maxLength": 40}}}}}}
+    schema = {
+        "type": "object",
+        "properties": {
+            "a": {"type": "integer"},
+            "b": {
+                "type": "array",
+                "items": {"type": "object", "properties": {"c": {"type": "string", "maxLength": 40}}},
+            },
+        },
+    }
     scripted.answer(completion(['{"a": 1, "b": []}']))
     run(make_llm(scripted, generation_kwargs={"structured_output": schema}))
-    sent = scripted.requests[0]["json"]["response_format"]["json_schema"]
+    sent = scripted.requests[0].body["response_format"]["json_schema"]
     assert sent["name"] == "output"
     assert sent["schema"]["required"] == ["a", "b"]
     assert sent["schema"]["properties"]["b"]["items"]["additionalProperties"] is False
@@ -233,7 +241,7 @@ def test_n_in_one_request_with_usage_split(scripted: ScriptedServer) -> None:
     assert output["generations"] == ["a", "b", "c"]
     assert output["statistics"] == {"input_tokens": [11, 11, 11], "output_tokens": [4, 3, 3]}
     assert len(scripted.requests) == 1
-    assert scripted.requests[0]["json"]["n"] == 3
+    assert scripted.requests[0].body["n"] == 3
 
 
 def test_fewer_choices_than_asked_are_filled_up(scripted: ScriptedServer) -> None:
@@ -245,8 +253,8 @@ def test_fewer_choices_than_asked_are_filled_up(scripted: ScriptedServer) -> Non
     assert output["generations"] == ["first", "more", "more"]
     assert output["statistics"] == {"input_tokens": [5, 5, 5], "output_tokens": [2, 3, 3]}
     assert len(scripted.requests) == 3
-    assert scripted.requests[0]["json"]["n"] == 3
-    assert all("n" not in r["json"] for r in scripted.requests[1:])
+    assert scripted.requests[0].body["n"] == 3
+    assert all("n" not in r.body for r in scripted.requests[1:])
 
 
 def test_without_n_support_requests_run_concurrently(scripted: ScriptedServer) -> None:
@@ -257,7 +265,7 @@ def test_without_n_support_requests_run_concurrently(scripted: ScriptedServer) -
     assert output["generations"] == ["x", "x", "x"]
     assert output["statistics"]["output_tokens"] == [4, 4, 4]
     assert len(scripted.requests) == 3
-    assert all("n" not in r["json"] for r in scripted.requests)
+    assert all("n" not in r.body for r in scripted.requests)
 
 
 def test_missing_usage_leaves_statistics_empty(scripted: ScriptedServer) -> None:
@@ -291,9 +299,9 @@ def test_missing_key_fails_at_load_naming_the_variable(monkeypatch: pytest.Monke
 def test_key_from_the_environment(scripted: ScriptedServer, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-from-env")
     scripted.answer(completion(["ok"]))
-    llm = OpenAILLM(model="m", base_url=scripted.base_url)
+    llm = OpenAILLM(model="m", base_url=f"{scripted.url}/v1")
     assert run(llm)["generations"] == ["ok"]
-    assert scripted.requests[0]["authorization"] == "Bearer sk-from-env"
+    assert scripted.requests[0].headers["authorization"] == "Bearer sk-from-env"
     assert "sk-from-env" not in json.dumps(llm.dump())
 
 
@@ -319,7 +327,7 @@ def test_direct_client_needs_no_sdk_and_closes_its_session(scripted: ScriptedSer
     llm.load()
     assert llm.generate([CHAT])[0]["generations"] == ["ok"]
     [client] = llm._clients.values()
-    assert scripted.requests[0]["authorization"] == f"Bearer {KEY}"
+    assert scripted.requests[0].headers["authorization"] == f"Bearer {KEY}"
     llm.unload()
     assert client.is_closed
     code = (
