@@ -36,7 +36,7 @@ class ConstantLLM(LLM):
     def model_name(self) -> str:
         return "constant"
 
-    def generate(self, inputs: Sequence[ChatType], num_generations: int = 1, **kwargs: Any) -> list[GenerateOutput]:
+    def complete(self, inputs: Sequence[ChatType], num_generations: int, options: Any) -> list[GenerateOutput]:
         texts: list[str | None] = [REPLY] * num_generations
         zeros = [0] * num_generations
         return [

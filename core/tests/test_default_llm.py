@@ -39,7 +39,7 @@ class FakeLocal(LLM):
     def model_name(self) -> str:
         return self.model_path or "bundled"
 
-    def generate(self, inputs: Sequence[ChatType], num_generations: int = 1, **kwargs: Any) -> list[GenerateOutput]:
+    def complete(self, inputs: Sequence[ChatType], num_generations: int, options: Any) -> list[GenerateOutput]:
         return [{"generations": ["local"] * num_generations} for _ in inputs]
 
 
@@ -139,10 +139,10 @@ def test_a_given_llm_never_reads_the_default(monkeypatch: pytest.MonkeyPatch) ->
 
 def test_sync_llm_awaited_from_several_tasks_keeps_the_loop_free() -> None:
     class Slow(ScriptedLLM):
-        def generate(self, inputs: Sequence[ChatType], num_generations: int = 1, **kwargs: Any) -> list[GenerateOutput]:
+        def complete(self, inputs: Sequence[ChatType], num_generations: int, options: Any) -> list[GenerateOutput]:
             self.threads.add(threading.get_ident())
             time.sleep(0.05)
-            return super().generate(inputs, num_generations, **kwargs)
+            return super().complete(inputs, num_generations, options)
 
     llm = Slow(replies=["a"], generation_kwargs={"temperature": 0.1})
     llm.__dict__["threads"] = set()

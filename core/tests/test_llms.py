@@ -8,41 +8,41 @@ import threading
 from typing import Any
 
 import pytest
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 
 from taskloom import LLM, AsyncLLM, TextGeneration, load_llm
+from taskloom.plugin import GenerationOptions, OptionError
 from taskloom.testing import ScriptedAsyncLLM
 from taskloom.testing.conformance import LLMConformance
 from taskloom.typing import ChatType, GenerateOutput
 
 
 class Echo(LLM):
-    """A minimal sync LLM: only model_name and generate."""
+    """A minimal sync LLM: model_name, its options and complete."""
 
     @property
     def model_name(self) -> str:
         return "echo"
 
-    def generate(
-        self, inputs: list[ChatType], num_generations: int = 1, temperature: float = 1.0
-    ) -> list[GenerateOutput]:
-        """Echo the last message.
+    class Options(GenerationOptions):
+        temperature: float | None = Field(default=1.0, ge=0, description="ignored, but an option.")
 
-        Args:
-            temperature: ignored, but listed as a generation kwarg.
-        """
+    def complete(self, inputs: list[ChatType], num_generations: int, options: Any) -> list[GenerateOutput]:
         return [{"generations": [chat[-1]["content"]] * num_generations, "statistics": {}} for chat in inputs]
 
 
 class Upper(AsyncLLM):
-    """A minimal async LLM: only model_name (as a field) and agenerate."""
+    """A minimal async LLM: model_name (as a field), its options and acomplete."""
 
     model_name: str = "upper"
     api_key: SecretStr | None = None
 
-    async def agenerate(self, input: ChatType, num_generations: int = 1, max_new_tokens: int = 8) -> GenerateOutput:
+    class Options(GenerationOptions):
+        max_new_tokens: int | None = Field(default=8, ge=1, description="Longest answer, in characters.")
+
+    async def acomplete(self, input: ChatType, num_generations: int, options: Any) -> GenerateOutput:
         await asyncio.sleep(0)
-        text = input[-1]["content"].upper()[:max_new_tokens]
+        text = input[-1]["content"].upper()[: options.max_new_tokens]
         return {
             "generations": [text] * num_generations,
             "statistics": {"input_tokens": [1] * num_generations, "output_tokens": [1] * num_generations},
@@ -66,7 +66,7 @@ def test_minimal_async_llm_runs_a_task_and_model_name_may_be_a_field() -> None:
 
 def test_llm_without_model_name_is_refused_at_construction() -> None:
     class Nameless(LLM):
-        def generate(self, inputs: Any, num_generations: int = 1, **kwargs: Any) -> Any:
+        def complete(self, inputs: Any, num_generations: int, options: Any) -> Any:
             return []
 
     with pytest.raises(TypeError, match="must define model_name"):
@@ -77,15 +77,63 @@ def test_async_llm_without_agenerate_cannot_be_built() -> None:
     class Incomplete(AsyncLLM):
         model_name: str = "x"
 
-    with pytest.raises(TypeError, match="agenerate"):
+    with pytest.raises(TypeError, match="acomplete"):
         Incomplete()  # type: ignore[abstract]
 
 
-def test_generation_kwargs_come_from_the_signature() -> None:
-    assert Echo().generation_parameters() == {"temperature": "ignored, but listed as a generation kwarg."}
-    assert list(Upper().generation_parameters()) == ["max_new_tokens"]
-    with pytest.raises(ValueError, match="top_k"):
-        Echo(generation_kwargs={"top_k": 3})
+SHARED = ["temperature", "top_p", "max_new_tokens", "stop", "seed", "structured_output"]
+
+
+def test_generation_options_are_declared_in_a_model() -> None:
+    assert list(Echo().generation_parameters()) == SHARED
+    assert Echo().generation_parameters()["temperature"] == "ignored, but an option."
+    defaults = {o["name"]: o["default"] for o in Upper.options_info()}
+    assert defaults["max_new_tokens"] == 8
+    assert Upper().options().max_new_tokens == 8
+
+
+@pytest.mark.parametrize(
+    ("given", "named"),
+    [
+        ({"top_k": 3}, "unknown option 'top_k'"),
+        ({"temperature": "hot"}, "option 'temperature' = 'hot'"),
+        ({"temperature": -0.5}, "option 'temperature' = -0.5"),
+        ({"top_p": 0}, "option 'top_p' = 0"),
+        ({"top_p": 1.5}, "option 'top_p' = 1.5"),
+        ({"max_new_tokens": 0}, "option 'max_new_tokens' = 0"),
+        ({"stop": "END"}, "option 'stop' = 'END'"),
+    ],
+)
+def test_a_bad_option_is_refused_with_what_would_be_valid(given: dict[str, Any], named: str) -> None:
+    with pytest.raises(ValueError, match="Echo") as at_construction:
+        Echo(generation_kwargs=given)
+    assert named in str(at_construction.value)
+    assert "Valid options: temperature (float | None, >= 0)" in str(at_construction.value)
+    llm = Echo()
+    with pytest.raises(OptionError) as at_runtime:
+        llm.set_runtime_parameters({"generation_kwargs": given})
+    assert named in str(at_runtime.value) and "Echo" in str(at_runtime.value)
+    assert llm.generation_kwargs == {}, "a refused option changes nothing"
+    with pytest.raises(OptionError, match=named.split(" =")[0]):
+        llm.generate([[{"role": "user", "content": "x"}]], **given)
+
+
+def test_an_old_style_provider_is_refused_with_what_to_change() -> None:
+    with pytest.raises(TypeError, match=r"overrides generate\(\).*complete\(self, inputs, num_generations, options\)"):
+
+        class OldStyle(LLM):
+            model_name: str = "old"
+
+            def generate(self, inputs: Any, num_generations: int = 1, temperature: float = 1.0) -> Any:
+                return []
+
+    with pytest.raises(TypeError, match=r"overrides agenerate\(\).*acomplete"):
+
+        class OldAsync(AsyncLLM):
+            model_name: str = "old"
+
+            async def agenerate(self, input: Any, num_generations: int = 1, **kwargs: Any) -> Any:
+                return {}
 
 
 def test_generation_kwargs_are_runtime_parameters() -> None:
@@ -97,7 +145,8 @@ def test_generation_kwargs_are_runtime_parameters() -> None:
     with pytest.raises(ValueError, match="max_concurrency"):
         llm.set_runtime_parameters({"nope": 1})
     info = {p["name"]: p for p in llm.runtime_parameters_info()}
-    assert [k["name"] for k in info["generation_kwargs"]["keys"]] == ["max_new_tokens"]
+    assert [k["name"] for k in info["generation_kwargs"]["keys"]] == SHARED
+    assert info["generation_kwargs"]["keys"][2]["default"] == 8
     llm.unload()
 
 
@@ -199,7 +248,7 @@ def test_structured_output_model_dumps_as_its_json_schema() -> None:
     class Rating(BaseModel):
         score: int
 
-    llm = ScriptedAsyncLLM(generation_kwargs={"structured_output": Rating})
+    llm = Upper(generation_kwargs={"structured_output": Rating})
     data = llm.dump()
     assert data["generation_kwargs"]["structured_output"] == Rating.model_json_schema()
     json.dumps(data)

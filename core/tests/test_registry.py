@@ -94,8 +94,8 @@ def test_strict_mode_turns_a_broken_plugin_into_an_error(site: Any, monkeypatch)
 def test_two_packages_registering_one_name_is_an_error_naming_both(site: Any) -> None:
     site.install("pkg-one", {"one": "plugin_one"}, {"plugin_one": llm_plugin("same", "One")})
     two = (
-        llm_plugin("same", "Two") + "\n@taskloom.hookimpl\ndef register_tasks(register):\n"
-        "    register('unique-task', taskloom.TextGeneration)\n"
+        llm_plugin("same", "Two") + "\nclass Unique(taskloom.TextGeneration):\n    registry_name = 'unique-task'\n"
+        "\n@taskloom.hookimpl\ndef register_tasks(register):\n    register(Unique)\n"
     )
     site.install("pkg-two", {"two": "plugin_two"}, {"plugin_two": two})
     assert "unique-task" in list_tasks()  # the rest of both packages still works
@@ -188,11 +188,15 @@ def test_fixture_registers_a_plugin_for_one_test(taskloom_plugin) -> None:
     class Plugin:
         @taskloom.hookimpl
         def register_tasks(self, register) -> None:
-            register("fixture-task", taskloom.TextGeneration, aliases=["ft"])
+            register(FixtureTask, aliases=["ft"])
 
     taskloom_plugin(Plugin(), name="fixture-plugin")
-    assert type(get_task("ft", llm=ScriptedLLM())) is taskloom.TextGeneration
+    assert type(get_task("ft", llm=ScriptedLLM())) is FixtureTask
     assert "fixture-task" in list_tasks()
+
+
+class FixtureTask(taskloom.TextGeneration):
+    registry_name = "fixture-task"
 
 
 def test_fixture_plugin_is_gone_after_its_test() -> None:
@@ -247,17 +251,48 @@ def register_tasks(register):
     site.install("unnamed-pkg", {"unnamed": "unnamed_plugin"}, {"unnamed_plugin": source})
     task = get_task("my-name", llm=ScriptedLLM())
     assert task.name == "my-name"
-    assert task.dump()["type"] == "unnamed_plugin:Unnamed"  # the class itself is left untouched
+    assert task.dump()["type"] == "my-name"  # the registered name is the class's: written once
     assert taskloom.load_task(task.dump()) == task
+
+
+def test_a_name_is_written_once(site: Any) -> None:
+    """``register(Cls)`` takes the class's registry_name; another name for it is refused at registration."""
+    source = """
+import taskloom
+
+class Named(taskloom.TextGeneration):
+    registry_name = "named-task"
+
+class Nameless(taskloom.TextGeneration):
+    pass
+
+@taskloom.hookimpl
+def register_tasks(register):
+    register("other-name", Named)
+"""
+    site.install("twice-pkg", {"twice": "twice_plugin"}, {"twice_plugin": source})
+    with pytest.raises(UnknownNameError, match=r"twice-pkg 1\.0.*registers Named as 'other-name'.*registry_name = 'named-task'"):
+        get_task("other-name", llm=ScriptedLLM())
+    from taskloom.registry import TaskRegister
+
+    sink: list[Any] = []
+    register = TaskRegister(sink, "p", "pkg", "1")
+    with pytest.raises(PluginError, match="declare `registry_name"):
+        register(type("Nameless", (taskloom.TextGeneration,), {"__module__": __name__}))
+    register(FixtureTask)
+    assert [r.name for r in sink] == ["fixture-task"]
 
 
 def test_strict_conflict_leaves_nothing_of_the_plugin_behind(site: Any, monkeypatch: Any) -> None:
     source = """
 import taskloom
 
+class Fresh(taskloom.TextGeneration):
+    registry_name = "fresh-name"
+
 @taskloom.hookimpl
 def register_tasks(register):
-    register("fresh-name", taskloom.TextGeneration)
+    register(Fresh)
     register("text-generation", taskloom.TextGeneration)
 """
     site.install("clash-pkg", {"clash": "clash_plugin"}, {"clash_plugin": source})

@@ -76,9 +76,9 @@ class CountingLLM(ScriptedLLM):
 
     registry_name: ClassVar[str | None] = None
 
-    def generate(self, inputs: Any, num_generations: int = 1, **kwargs: Any) -> list[GenerateOutput]:
+    def complete(self, inputs: Any, num_generations: int, options: Any) -> list[GenerateOutput]:
         self.__dict__["batches"] = [*self.__dict__.get("batches", []), len(inputs)]
-        return super().generate(inputs, num_generations, **kwargs)
+        return super().complete(inputs, num_generations, options)
 
 
 def test_process_batches_the_calls_of_every_row_together() -> None:

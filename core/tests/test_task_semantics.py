@@ -218,8 +218,8 @@ def test_other_llm_errors_stop_the_batch() -> None:
 
 def test_llm_returning_wrong_number_of_outputs_is_an_error() -> None:
     class Short(ScriptedLLM):
-        def generate(self, inputs: Any, num_generations: int = 1, **kwargs: Any) -> Any:
-            return super().generate(inputs[:1], num_generations, **kwargs)
+        def complete(self, inputs: Any, num_generations: int, options: Any) -> Any:
+            return super().complete(inputs[:1], num_generations, options)
 
     with pytest.raises(Exception, match="returned 1 outputs for 2 inputs"):
         run(TextGeneration(llm=Short()), [{"instruction": "a"}, {"instruction": "b"}])
@@ -270,7 +270,7 @@ def test_sync_llm_giving_up_on_a_batch_records_the_error_on_every_row() -> None:
     from taskloom.errors import GenerationError
 
     class Down(ScriptedLLM):
-        def generate(self, inputs: Any, num_generations: int = 1, **kwargs: Any) -> Any:
+        def complete(self, inputs: Any, num_generations: int, options: Any) -> Any:
             raise GenerationError("service unavailable after 3 retries")
 
     out = run(TextGeneration(llm=Down(), num_generations=2), [{"instruction": "a"}, {"instruction": "b"}])

@@ -10,44 +10,44 @@ from taskloom.registry import LLMRegister, SinkRegister, SourceRegister, StepReg
 def register_tasks(register: TaskRegister) -> None:
     from taskloom.tasks.text_generation import ChatGeneration, StructuredGeneration, TextGeneration
 
-    register("text-generation", TextGeneration)
-    register("chat-generation", ChatGeneration)
-    register("structured-generation", StructuredGeneration)
+    register(TextGeneration)
+    register(ChatGeneration)
+    register(StructuredGeneration)
 
 
 @hookimpl
 def register_llms(register: LLMRegister) -> None:
     from taskloom.testing.scripted import ScriptedAsyncLLM, ScriptedLLM
 
-    register("scripted", ScriptedLLM)
-    register("scripted-async", ScriptedAsyncLLM)
+    register(ScriptedLLM)
+    register(ScriptedAsyncLLM)
 
 
 @hookimpl
 def register_steps(register: StepRegister) -> None:
     from taskloom.pipeline.columns import CombineColumns, GroupColumns, KeepColumns, RenameColumns
 
-    register("keep-columns", KeepColumns)
-    register("rename-columns", RenameColumns)
-    register("combine-columns", CombineColumns)
-    register("group-columns", GroupColumns)
+    register(KeepColumns)
+    register(RenameColumns)
+    register(CombineColumns)
+    register(GroupColumns)
 
 
 @hookimpl
 def register_sources(register: SourceRegister) -> None:
     from taskloom.pipeline.sources import CsvSource, DatasetSource, JsonlSource, ParquetSource, RowsSource
 
-    register("rows", RowsSource)
-    register("jsonl", JsonlSource)
-    register("csv", CsvSource)
-    register("parquet", ParquetSource)
-    register("hf-dataset", DatasetSource)
+    register(RowsSource)
+    register(JsonlSource)
+    register(CsvSource)
+    register(ParquetSource)
+    register(DatasetSource)
 
 
 @hookimpl
 def register_sinks(register: SinkRegister) -> None:
     from taskloom.pipeline.sinks import DatasetSink, JsonlSink, ParquetSink
 
-    register("jsonl", JsonlSink)
-    register("parquet", ParquetSink)
-    register("dataset", DatasetSink)
+    register(JsonlSink)
+    register(ParquetSink)
+    register(DatasetSink)

@@ -36,9 +36,9 @@ def _describe_class(kind: str, name: str, cls: type) -> dict[str, Any]:
     }
     if kind == "task":
         try:
-            # Columns may depend on fields (a template's variables): use the defaults.
-            probe: Any = cls.model_construct(llm=None)  # type: ignore[attr-defined]  # no default LLM built
-            probe.__dict__.setdefault("name", name)
+            # Columns may depend on fields (a template's variables): use the defaults. Building a
+            # task does no I/O (no default LLM is chosen), so this is cheap.
+            probe: Any = cls(name=name) if cls.own_registry_name() is None else cls()  # type: ignore[attr-defined]
             info["inputs"] = columns_as_dict(probe.inputs)
             info["outputs"] = columns_as_dict(probe.outputs)
         except Exception:

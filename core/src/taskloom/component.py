@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import weakref
 from collections.abc import Mapping
-from typing import Annotated, Any, ClassVar, TypeVar
+from typing import Annotated, Any, ClassVar, TypeVar, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, SecretStr
 from pydantic.fields import FieldInfo
@@ -52,9 +52,27 @@ def _is_secret(annotation: Any) -> bool:
     return any(_is_secret(arg) for arg in getattr(annotation, "__args__", ()) or ())
 
 
+def _marked_runtime(annotation: Any) -> bool:
+    """Whether ``RUNTIME`` marks the annotation, also inside ``Optional[...]`` / ``X | None``."""
+    if get_origin(annotation) is Annotated:
+        return any(m is RUNTIME for m in annotation.__metadata__) or _marked_runtime(get_args(annotation)[0])
+    return any(_marked_runtime(arg) for arg in get_args(annotation))
+
+
+def is_runtime_field(field: FieldInfo) -> bool:
+    """A field declared ``RuntimeParameter[T]``, ``Optional[RuntimeParameter[T]]`` or ``RuntimeParameter[T] | None``."""
+    return any(m is RUNTIME for m in field.metadata) or _marked_runtime(field.annotation)
+
+
 def field_default(field: FieldInfo) -> Any:
     """A field's default as users see it (a factory's value too), or None when it is required."""
     return None if field.is_required() else field.get_default(call_default_factory=True)
+
+
+def _optional(field: FieldInfo) -> bool:
+    """Whether a run may leave the field as it is: it has a real default, or None is a valid value."""
+    accepts_none = type(None) in get_args(field.annotation) or field.annotation is type(None)
+    return accepts_none or not (field.is_required() or field.default is None)
 
 
 class Component(BaseModel):
@@ -83,6 +101,13 @@ class Component(BaseModel):
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
         super().__pydantic_init_subclass__(**kwargs)
         _DEFINED[f"{cls.__module__}:{cls.__qualname__}"] = cls
+        # A runtime parameter declared without a default is set later (set_runtime_parameters, a
+        # pipeline file, --set): until then it is None, as in distilabel, not a construction error.
+        unset = [f for f in cls.model_fields.values() if f.is_required() and is_runtime_field(f)]
+        if unset:
+            for field in unset:
+                field.default = None
+            cls.model_rebuild(force=True)
 
     @classmethod
     def type_name(cls) -> str:
@@ -93,7 +118,7 @@ class Component(BaseModel):
 
     @classmethod
     def runtime_fields(cls) -> list[str]:
-        return [n for n, f in cls.model_fields.items() if any(m is RUNTIME for m in f.metadata)]
+        return [n for n, f in cls.model_fields.items() if is_runtime_field(f)]
 
     def runtime_parameters_info(self) -> list[dict[str, Any]]:
         """Every runtime parameter with its description, default, current value and whether it is optional."""
@@ -104,7 +129,7 @@ class Component(BaseModel):
                 {
                     "name": name,
                     "description": field.description or "",
-                    "optional": not field.is_required(),
+                    "optional": _optional(field),
                     "default": field_default(field),
                     "value": getattr(self, name, None),
                 }

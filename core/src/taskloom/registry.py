@@ -23,7 +23,7 @@ import pluggy
 
 from taskloom import hookspecs, plugins
 from taskloom._version import __version__
-from taskloom.component import defined_class
+from taskloom.component import Component, defined_class
 from taskloom.errors import PluginConflictError, PluginError, UnknownNameError
 from taskloom.llms.base import LLM
 from taskloom.pipeline.base import Sink, Source
@@ -84,18 +84,44 @@ class _Register(Generic[C]):
 
     def __call__(
         self,
-        name: str,
-        cls: C,
+        name_or_cls: str | C,
+        cls: C | None = None,
         *,
         aliases: Iterable[str] = (),
         description: str | None = None,
     ) -> None:
+        """``register(MyClass)``: the name is the class's ``registry_name``, written once.
+
+        ``register("name", MyClass)`` is accepted too, for a class that declares the same name
+        or none (it then takes this one), so a plugin's name and its dumps can never disagree.
+        """
         base = _BASES[self.kind]
+        if cls is None:
+            cls, name = name_or_cls, None  # type: ignore[assignment]
+        else:
+            name = name_or_cls if isinstance(name_or_cls, str) else None
         if not (isinstance(cls, type) and issubclass(cls, base)):
             raise PluginError(
-                f"{self._package} registered {name!r} as a {self.kind}, but {cls!r} is not a "
+                f"{self._package} registered {name or cls!r} as a {self.kind}, but {cls!r} is not a "
                 f"subclass of taskloom.{base.__name__}."
             )
+        declared = cls.own_registry_name() if issubclass(cls, Component) else None
+        if name is None:
+            name = declared or (
+                str(getattr(cls, "registry_name", "") or "") if not issubclass(cls, Component) else None
+            )
+            if not name:
+                raise PluginError(
+                    f"{self._package} registered {cls.__qualname__} without a name: declare "
+                    f'`registry_name = "<name>"` on the class (or call register("<name>", {cls.__qualname__})).'
+                )
+        elif declared is not None and declared != name:
+            raise PluginError(
+                f"{self._package} registers {cls.__qualname__} as {name!r}, but the class declares "
+                f"registry_name = {declared!r}; the name is written once: use register({cls.__qualname__})."
+            )
+        elif declared is None and issubclass(cls, Component):
+            type.__setattr__(cls, "registry_name", name)  # the registered name is now the class's too
         self._sink.append(
             Registration(
                 kind=self.kind,
@@ -388,7 +414,9 @@ def get_task(name: str, /, **fields: Any) -> Task:
     cls = get_task_class(name)
     if "name" not in fields and cls.own_registry_name() is None:
         fields["name"] = name
-    return cls(**fields)
+    task = cls(**fields)
+    task.resolve_llm()  # no LLM given: the default one, chosen here rather than when the class is built
+    return task
 
 
 def list_llms() -> dict[str, type[LLM]]:
@@ -421,7 +449,10 @@ def get_step(name: str, /, **fields: Any) -> Step:
     cls = get_step_class(name)
     if "name" not in fields and cls.own_registry_name() is None:
         fields["name"] = name
-    return cls(**fields)
+    step = cls(**fields)
+    if isinstance(step, Task):
+        step.resolve_llm()
+    return step
 
 
 def get_source(name: str, /, **fields: Any) -> Source:

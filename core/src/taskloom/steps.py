@@ -6,8 +6,10 @@ missing column can be reported with the step's name instead of as a ``KeyError``
 
 from __future__ import annotations
 
+import contextvars
+import functools
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar, TypeAlias
 
 from pydantic import Field, model_validator
@@ -15,9 +17,29 @@ from pydantic import Field, model_validator
 from taskloom.component import Component, kebab_case
 from taskloom.errors import MissingColumnError
 from taskloom.typing import Row
+from taskloom.work import RowWork, run_work
 
 _SHADOW = "__taskloom_shadowed__"
 _MISSING = object()
+_IN_RECIPE: contextvars.ContextVar[bool] = contextvars.ContextVar("taskloom_in_recipe", default=False)
+ProcessMethod: TypeAlias = Callable[[Any, list[Row]], Iterator[list[Row]]]
+
+
+def _applying_mappings(raw: ProcessMethod) -> ProcessMethod:
+    """A step's own ``process`` as its public one: called from outside, it runs the whole row
+    recipe (:meth:`Step.work`); called from inside it (``super().process``), it is the raw
+    method, so mappings are never applied twice."""
+
+    @functools.wraps(raw)
+    def process(self: Step, inputs: list[Row]) -> Iterator[list[Row]]:
+        if _IN_RECIPE.get():
+            yield from raw(self, inputs)
+        else:
+            yield run_work(self.work(inputs))
+
+    process.__taskloom_raw__ = raw  # type: ignore[attr-defined]
+    return process
+
 
 StepColumns: TypeAlias = Sequence[str] | Mapping[str, bool]
 """Column names, or column name -> required."""
@@ -61,6 +83,16 @@ class Step(Component, ABC):
         default_factory=dict,
         description="Write a step output under another name: {'generation': 'answer'}.",
     )
+
+    drives_itself: ClassVar[bool] = False
+    """True for a step class whose ``process`` is itself a driver of :meth:`work` (``Task``)."""
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        own = cls.__dict__.get("process")
+        if own is not None and not cls.__dict__.get("drives_itself", False) and not hasattr(own, "__taskloom_raw__"):
+            type.__setattr__(cls, "process", _applying_mappings(own))
 
     @model_validator(mode="after")
     def _fill_name(self) -> Step:
@@ -169,7 +201,30 @@ class Step(Component, ABC):
 
     @abstractmethod
     def process(self, inputs: list[Row]) -> Iterator[list[Row]]:
-        """Yield lists of output rows for one batch of input rows."""
+        """Yield lists of output rows for one batch of input rows.
+
+        Write it for rows that carry the step's own column names: called on a step, it checks
+        the columns and applies ``input_mappings`` / ``output_mappings`` around your code (it
+        runs :meth:`work`), as every pipeline driver does.
+        """
+
+    def work(self, rows: list[Row]) -> RowWork:
+        """The row recipe for one batch: check, map inputs, process, map outputs.
+
+        A generator, so that every driver calls the same thing; a step that calls no LLM yields
+        nothing and returns its rows at once. :class:`~taskloom.tasks.Task` adds the LLM calls.
+        """
+        self.check_columns(rows)
+        mapped = self.map_inputs(list(rows))
+        raw = getattr(type(self).process, "__taskloom_raw__", None)
+        token = _IN_RECIPE.set(True)
+        try:
+            produced = raw(self, mapped) if raw is not None else self.process(mapped)
+            out = [row for part in produced for row in part]
+        finally:
+            _IN_RECIPE.reset(token)
+        return self.map_outputs(out)
+        yield  # a generator with no calls to make
 
     def describe(self) -> dict[str, Any]:
         """Name, columns and runtime parameters: what ``taskloom tasks`` prints."""

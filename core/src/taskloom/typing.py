@@ -22,19 +22,23 @@ Row: TypeAlias = dict[str, Any]
 
 
 class Statistics(TypedDict, total=False):
-    """Token counts, one entry per generation of the same input."""
+    """Token counts: one entry per generation of the same input, or one count for them all."""
 
-    input_tokens: list[int]
-    output_tokens: list[int]
+    input_tokens: list[int] | int
+    output_tokens: list[int] | int
 
 
 class GenerateOutput(TypedDict):
     """What an LLM returns for one input.
 
     ``generations`` holds ``num_generations`` texts; ``None`` where no text came back (refused,
-    filtered, or failed after retries, in which case ``error`` says why).
+    filtered, or failed after retries). ``error`` says why when the whole input failed;
+    ``errors`` (one entry per generation) when only some of its generations did, so the others
+    are kept. ``statistics`` holds one count per generation, or one count for them all (an API
+    answering ``n`` choices at once), which the task splits across the generations.
     """
 
     generations: list[str | None]
     statistics: Statistics
     error: NotRequired[str | None]
+    errors: NotRequired[list[str | None]]

@@ -11,15 +11,16 @@ from taskloom.errors import MissingColumnError
 from taskloom.pipeline.columns import CombineColumns, GroupColumns, JoinError, KeepColumns, RenameColumns
 from taskloom.registry import get_step
 from taskloom.steps import JoinStep, Step, columns_as_dict
+from taskloom.work import run_work
 
 META = "distilabel_metadata"
 
 
 def run(step: Step, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows through a step as a pipeline runs it: check, map, process, map back."""
-    step.check_columns(rows)
-    out = [row for part in step.process(step.map_inputs(rows)) for row in part]
-    return step.map_outputs(out)
+    """Rows through a step standalone; a pipeline's driver (``work``) must give the same."""
+    out = [row for part in step.process([dict(r) for r in rows]) for row in part]
+    assert out == run_work(step.work([dict(r) for r in rows]))
+    return out
 
 
 def rebuilt(step: Step) -> Step:

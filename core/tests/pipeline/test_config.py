@@ -148,10 +148,8 @@ def test_structured_generation_asks_for_its_schema_without_changing_a_shared_llm
         def model_name(self) -> str:
             return "schema"
 
-        async def agenerate(
-            self, input: ChatType, num_generations: int = 1, structured_output: Any = None
-        ) -> GenerateOutput:
-            self.seen.append(structured_output)
+        async def acomplete(self, input: ChatType, num_generations: int, options: Any) -> GenerateOutput:
+            self.seen.append(options.structured_output)
             return {"generations": ['{"score": 3}'] * num_generations}
 
     shared = SchemaLLM()

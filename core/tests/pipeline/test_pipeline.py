@@ -34,7 +34,7 @@ class EchoLLM(AsyncLLM):
     def model_name(self) -> str:
         return "echo"
 
-    async def agenerate(self, input: ChatType, num_generations: int = 1, **kwargs: Any) -> GenerateOutput:
+    async def acomplete(self, input: ChatType, num_generations: int, options: Any) -> GenerateOutput:
         prompt = str(input[-1]["content"])
         log = self.__dict__.setdefault("log", [])
         log.append(("start", prompt))

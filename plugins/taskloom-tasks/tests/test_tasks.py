@@ -8,7 +8,6 @@ for), a malformed reply, and a template override. The tests below are parametriz
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -28,10 +27,11 @@ from taskloom_tasks.ultrafeedback import UltraFeedback
 
 import taskloom
 from taskloom import Pipeline, get_task
+from taskloom.plugin import GenerationOptions
 from taskloom.tasks.base import METADATA, Task
 from taskloom.testing import ScriptedAsyncLLM, ScriptedLLM
 from taskloom.testing.conformance import TaskConformance
-from taskloom.typing import ChatType, GenerateOutput, Row
+from taskloom.typing import ChatType, Row
 
 # -- helpers -------------------------------------------------------------------------------------
 
@@ -39,16 +39,8 @@ from taskloom.typing import ChatType, GenerateOutput, Row
 class StructuredLLM(ScriptedLLM):
     """A scripted LLM whose ``generate`` takes ``structured_output``, as one with a JSON mode does."""
 
-    def generate(
-        self,
-        inputs: Sequence[ChatType],
-        num_generations: int = 1,
-        structured_output: dict[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> list[GenerateOutput]:
-        if structured_output is not None:
-            kwargs["structured_output"] = structured_output  # so .calls records it
-        return super().generate(inputs, num_generations, **kwargs)
+    class Options(GenerationOptions):
+        pass  # the shared options, structured_output included (the plain scripted LLM has none)
 
 
 def make(name: str, replies: str | list[Any] | None = None, *, llm: Any = None, **fields: Any) -> Task:

@@ -1,27 +1,29 @@
 """AsyncLLM: providers write one coroutine for one input; batching and sync use come free.
 
-Network-bound providers should keep many requests in flight, so they are written as
-``async def agenerate(input)``. Sync callers (a script, a notebook cell, ``Task.process``) get
-``generate`` which runs those coroutines concurrently, bounded by ``max_concurrency``, on an
-event loop owned by this LLM in a background thread. One loop per LLM keeps clients that bind to
-a loop (httpx, aiohttp) valid across calls, and works whether or not the caller's thread already
-runs a loop (a notebook does).
+Network-bound providers should keep many requests in flight, so they implement
+``async def acomplete(input, num_generations, options)``. Sync callers (a script, a notebook
+cell, ``Task.process``) get ``generate``, which runs those coroutines concurrently, bounded by
+``max_concurrency``, on an event loop owned by this LLM in a background thread. One loop per LLM
+keeps clients that bind to a loop (aiohttp) valid across calls, and works whether or not the
+caller's thread already runs a loop (a notebook does).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import threading
 from abc import abstractmethod
-from collections.abc import Callable, Coroutine, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any, ClassVar, TypeVar
 
 from pydantic import Field, PrivateAttr
 
 from taskloom.component import RuntimeParameter
 from taskloom.errors import GenerationError, RetryableError
 from taskloom.llms.base import LLM
+from taskloom.llms.options import GenerationOptions
 from taskloom.retry import RetryPolicy
 from taskloom.typing import ChatType, GenerateOutput
 
@@ -30,15 +32,20 @@ logger = logging.getLogger("taskloom.llms")
 R = TypeVar("R")
 OnRetry = Callable[[RetryableError, int, float], None]
 _RUNNER_LOCK = threading.Lock()
+_ON_RETRY: contextvars.ContextVar[OnRetry | None] = contextvars.ContextVar("taskloom_on_retry", default=None)
+
+
+def error_text(error: BaseException | str) -> str:
+    """How an error is recorded on a row: its class and message."""
+    return error if isinstance(error, str) else f"{type(error).__name__}: {error}"
 
 
 def failed_output(num_generations: int, error: BaseException | str) -> GenerateOutput:
     """The output for an input whose request failed for good: no text, the error kept."""
-    message = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
     return {
         "generations": [None] * num_generations,
         "statistics": {"input_tokens": [0] * num_generations, "output_tokens": [0] * num_generations},
-        "error": message,
+        "error": error_text(error),
     }
 
 
@@ -78,7 +85,7 @@ class _LoopThread:
 
 
 class AsyncLLM(LLM):
-    """An LLM whose subclasses implement only ``async agenerate`` for one input."""
+    """An LLM whose subclasses implement only ``async acomplete`` for one input."""
 
     max_concurrency: RuntimeParameter[int] = Field(
         default=64, ge=1, description="Most requests in flight at once from one generate call."
@@ -88,36 +95,37 @@ class AsyncLLM(LLM):
         description="Backoff for rate limits, overloads, server errors and timeouts.",
     )
     _runner: _LoopThread | None = PrivateAttr(default=None)
-    generation_kwargs_from: ClassVar[str] = "agenerate"
 
-    if TYPE_CHECKING:
-        # Typed loosely so a provider may name its own generation kwargs without **kwargs.
-        agenerate: ClassVar[Callable[..., Coroutine[Any, Any, GenerateOutput]]]
-    else:
+    retries_each_request: ClassVar[bool] = False
+    """True when ``acomplete`` retries its own requests (through :meth:`retrying`), so that one
+    failed request among several for an input is retried alone, not with the ones that worked."""
 
-        @abstractmethod
-        async def agenerate(self, input: ChatType, num_generations: int = 1, **kwargs: Any) -> GenerateOutput:
-            """Answer one chat input ``num_generations`` times.
+    @abstractmethod
+    async def acomplete(self, input: ChatType, num_generations: int, options: GenerationOptions) -> GenerateOutput:
+        """Answer one chat input ``num_generations`` times with ``options`` (an instance of ``Options``).
 
-            Raise a :class:`~taskloom.errors.RetryableError` subclass for a transient failure (it is
-            retried with ``retry``), a :class:`~taskloom.errors.GenerationError` for a failure that
-            belongs to this input only (it is recorded on the row); anything else stops the batch.
-            """
+        Raise a :class:`~taskloom.errors.RetryableError` subclass for a transient failure (it is
+        retried with ``retry``), a :class:`~taskloom.errors.GenerationError` for a failure that
+        belongs to this input only (it is recorded on the row); anything else stops the batch.
+        """
 
-    async def _one(
-        self, semaphore: asyncio.Semaphore, input: ChatType, num_generations: int, kwargs: dict[str, Any]
-    ) -> GenerateOutput:
-        async with semaphore:
-            return await self._attempt(input, num_generations, kwargs, None)
+    async def retrying(self, attempt: Callable[[], Awaitable[R]]) -> R:
+        """Await ``attempt()`` under this LLM's retry policy, reporting retries to whoever asked."""
+        return await self.retry.run(attempt, on_retry=_ON_RETRY.get())
 
     async def _attempt(
-        self, input: ChatType, num_generations: int, kwargs: dict[str, Any], on_retry: OnRetry | None
+        self, input: ChatType, num_generations: int, options: GenerationOptions, on_retry: OnRetry | None
     ) -> GenerateOutput:
+        token = _ON_RETRY.set(on_retry)
         try:
-            return await self.retry.run(lambda: self.agenerate(input, num_generations, **kwargs), on_retry=on_retry)
+            if self.retries_each_request:
+                return await self.acomplete(input, num_generations, options)
+            return await self.retry.run(lambda: self.acomplete(input, num_generations, options), on_retry=on_retry)
         except GenerationError as error:
             logger.warning("%s: a request failed for good: %s", self.model_name, error)
             return failed_output(num_generations, error)
+        finally:
+            _ON_RETRY.reset(token)
 
     async def agenerate_one(
         self, input: ChatType, num_generations: int = 1, *, on_retry: OnRetry | None = None, **kwargs: Any
@@ -127,18 +135,25 @@ class AsyncLLM(LLM):
         The pipeline executor calls this per row, bounding concurrency itself. ``on_retry`` is
         called with (error, attempt number, seconds to wait) before each retry.
         """
-        return await self._attempt(input, num_generations, {**self.generation_kwargs, **kwargs}, on_retry)
+        return await self._attempt(input, num_generations, self.options(kwargs), on_retry)
 
     async def agenerate_batch(
         self, inputs: Sequence[ChatType], num_generations: int = 1, **kwargs: Any
     ) -> list[GenerateOutput]:
-        """Answer every input, at most ``max_concurrency`` at once, keeping the input order.
+        """Answer every input, at most ``max_concurrency`` at once, keeping the input order."""
+        return await self.acomplete_batch(list(inputs), num_generations, self.options(kwargs))
 
-        ``generation_kwargs`` set on this LLM apply; ``kwargs`` given here override them.
-        """
-        kwargs = {**self.generation_kwargs, **kwargs}
+    async def acomplete_batch(
+        self, inputs: list[ChatType], num_generations: int, options: GenerationOptions
+    ) -> list[GenerateOutput]:
+        """Every input through ``acomplete`` concurrently; a provider with a batch API overrides this."""
         semaphore = asyncio.Semaphore(self.max_concurrency)
-        tasks = [asyncio.ensure_future(self._one(semaphore, i, num_generations, kwargs)) for i in inputs]
+
+        async def one(input: ChatType) -> GenerateOutput:
+            async with semaphore:
+                return await self._attempt(input, num_generations, options, None)
+
+        tasks = [asyncio.ensure_future(one(i)) for i in inputs]
         if not tasks:
             return []
         try:
@@ -157,8 +172,10 @@ class AsyncLLM(LLM):
             raise failed[0].exception()  # type: ignore[misc]
         return [t.result() for t in tasks]
 
-    def generate(self, inputs: Sequence[ChatType], num_generations: int = 1, **kwargs: Any) -> list[GenerateOutput]:
-        return self.run_sync(self.agenerate_batch(inputs, num_generations, **kwargs))
+    def complete(
+        self, inputs: list[ChatType], num_generations: int, options: GenerationOptions
+    ) -> list[GenerateOutput]:
+        return self.run_sync(self.acomplete_batch(inputs, num_generations, options))
 
     def run_sync(self, coro: Coroutine[Any, Any, R]) -> R:
         """Run a coroutine on this LLM's loop from sync code and return its result."""

@@ -1,21 +1,28 @@
 """LLM: the contract every provider implements, and nothing more than it needs.
 
-A provider writes ``model_name`` and ``generate``; everything else here (runtime generation
-kwargs, dumps, descriptions) comes for free so that third-party providers behave like ours.
+A provider declares ``model_name``, its ``Options`` (a :class:`GenerationOptions` model) and
+``complete``; everything else here (validated generation kwargs, runtime parameters, dumps,
+descriptions) comes for free so that third-party providers behave like ours.
+
+Callers use :meth:`LLM.generate` (sync) or ``agenerate_batch`` / ``agenerate_one`` (async); a
+provider implements ``complete`` (sync) or, through :class:`~taskloom.llms.AsyncLLM`,
+``acomplete`` for one input. The two sides are kept apart so that every call is validated in
+one place, whoever makes it.
 """
 
 from __future__ import annotations
 
 import inspect
-import re
-from collections.abc import Callable, Mapping, Sequence
-from functools import cache
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_serializer
+from pydantic import ConfigDict, Field, field_validator
 
 from taskloom.component import Component, RuntimeParameter
+from taskloom.llms.options import GenerationOptions, describe_option, validate_options
 from taskloom.typing import ChatType, GenerateOutput
+
+MIGRATION = "docs/writing-an-llm-plugin.md"
 
 
 class _ModelNameSlot:
@@ -32,50 +39,40 @@ class _ModelNameSlot:
         raise NotImplementedError(f"{type(obj).__name__} must define model_name (a property or a field).")
 
 
-_POSITIONAL = {"self", "inputs", "input", "num_generations"}
+def _check_contract(cls: type[LLM]) -> None:
+    """Refuse, at class definition, a provider written for the signature-and-docstring contract.
 
-
-@cache
-def _generation_signature(func: Callable[..., Any]) -> tuple[dict[str, inspect.Parameter], bool]:
-    """Keyword parameters of a generate method, and whether it also takes ``**kwargs``."""
-    params = inspect.signature(func).parameters
-    named = {
-        n: p for n, p in params.items() if n not in _POSITIONAL and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-    }
-    open_ended = any(p.kind is p.VAR_KEYWORD for p in params.values())
-    return named, open_ended
-
-
-@cache
-def _docstring_args(func: Callable[..., Any]) -> dict[str, str]:
-    """``name: description`` lines of a Google-style ``Args:`` section."""
-    doc = inspect.getdoc(func) or ""
-    section = re.search(r"^\s*Args:\s*$(.*?)(^\S|\Z)", doc, re.M | re.S)
-    if not section:
-        return {}
-    found: dict[str, str] = {}
-    for match in re.finditer(r"^\s+(\w+)(?:\s*\([^)]*\))?:\s*(.+)$", section.group(1), re.M):
-        found[match.group(1)] = match.group(2).strip()
-    return found
+    Such a class named its options as keyword parameters of ``generate`` / ``agenerate``; it
+    would otherwise fail deep inside a run. The message says what to change.
+    """
+    for old, new in (("generate", "complete"), ("agenerate", "acomplete")):
+        if old in cls.__dict__:
+            raise TypeError(
+                f"{cls.__module__}.{cls.__qualname__} overrides {old}(), which taskloom no longer calls on a "
+                f"provider: implement {new}(self, {'inputs' if new == 'complete' else 'input'}, num_generations, "
+                "options) instead, and declare the generation options it takes (temperature, max_new_tokens...) "
+                "as fields of a nested `class Options(GenerationOptions)` rather than as keyword parameters. "
+                f"See {MIGRATION}."
+            )
+    options = cls.__dict__.get("Options", cls.Options)
+    if not (isinstance(options, type) and issubclass(options, GenerationOptions)):
+        raise TypeError(
+            f"{cls.__qualname__}.Options must be a subclass of taskloom.plugin.GenerationOptions, not {options!r}."
+        )
 
 
 class LLM(Component):
     """A language model that answers chat inputs.
 
-    Implement ``model_name`` (a property or a field) and ``generate``. ``generate`` gets a list
-    of chat inputs and returns one :class:`GenerateOutput` per input, in order.
-    Keyword parameters of ``generate`` (``temperature``, ``max_new_tokens``...) are its
-    generation kwargs: set them with ``generation_kwargs`` at construction or run time.
+    Implement ``model_name`` (a property or a field) and ``complete``; declare the generation
+    options it takes in a nested ``Options`` model. ``complete`` gets a list of chat inputs and
+    validated options, and returns one :class:`GenerateOutput` per input, in order.
     """
 
     model_config = ConfigDict(ignored_types=(_ModelNameSlot,))
 
-    generation_kwargs_from: ClassVar[str] = "generate"
-    """The method whose keyword parameters are this LLM's generation kwargs.
-
-    Point it elsewhere when ``generate`` takes ``**kwargs`` and forwards them to a method that
-    names each one (AsyncLLM uses ``agenerate``), so they are still described and checked.
-    """
+    Options: ClassVar[type[GenerationOptions]] = GenerationOptions
+    """The generation options this LLM takes: a :class:`GenerationOptions` subclass."""
 
     spec_field: ClassVar[str | None] = "model"
     """The field that the text after ``name:`` sets in a short LLM spec such as ``openai:gpt-4o-mini``."""
@@ -90,23 +87,26 @@ class LLM(Component):
 
     generation_kwargs: RuntimeParameter[dict[str, Any]] = Field(
         default_factory=dict,
-        description="Keyword arguments passed to every generate call (temperature, max_new_tokens...).",
+        description="Generation options for every call (temperature, max_new_tokens...); see the LLM's Options.",
     )
 
-    @field_serializer("generation_kwargs")
-    def _plain_generation_kwargs(self, value: dict[str, Any]) -> dict[str, Any]:
-        # A pydantic model given as structured_output dumps as its JSON schema: plain data.
-        return {
-            key: item.model_json_schema() if isinstance(item, type) and issubclass(item, BaseModel) else item
-            for key, item in value.items()
-        }
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        _check_contract(cls)
+
+    @field_validator("generation_kwargs")
+    @classmethod
+    def _valid_options(cls, value: dict[str, Any]) -> dict[str, Any]:
+        # Kept as the plain data that was given (a pydantic schema becomes its JSON schema), checked
+        # against Options so that a wrong name, type or value fails here and not at the first call.
+        return validate_options(cls.__name__, cls.Options, value).model_dump(exclude_unset=True)
 
     def model_post_init(self, context: Any, /) -> None:
         if isinstance(inspect.getattr_static(type(self), "model_name"), _ModelNameSlot) and (
             "model_name" not in type(self).model_fields
         ):
             raise TypeError(f"{type(self).__name__} must define model_name (a property or a field).")
-        self._check_generation_kwargs(self.generation_kwargs)
 
     def load(self) -> None:
         """Open clients or load weights. Called before the first ``generate``."""
@@ -114,24 +114,32 @@ class LLM(Component):
     def unload(self) -> None:
         """Release what ``load`` acquired."""
 
-    def generate(self, inputs: Sequence[ChatType], num_generations: int = 1, **kwargs: Any) -> list[GenerateOutput]:
-        """Answer every chat input ``num_generations`` times; one output per input, in order."""
-        raise NotImplementedError(f"{type(self).__name__} must implement generate().")
+    # -- what callers use ----------------------------------------------------------------------
 
-    # -- generation kwargs -------------------------------------------------------------------
+    def options(self, overrides: Mapping[str, Any] | None = None) -> GenerationOptions:
+        """This LLM's ``generation_kwargs`` with ``overrides`` on top, validated as its ``Options``."""
+        values = {**self.generation_kwargs, **overrides} if overrides else self.generation_kwargs
+        return validate_options(type(self).__name__, self.Options, values)
+
+    def generate(self, inputs: Sequence[ChatType], num_generations: int = 1, **kwargs: Any) -> list[GenerateOutput]:
+        """Answer every chat input ``num_generations`` times; one output per input, in order.
+
+        ``kwargs`` are generation options on top of ``generation_kwargs``, checked against
+        ``Options``.
+        """
+        return self.complete(list(inputs), num_generations, self.options(kwargs))
 
     async def agenerate_batch(
         self, inputs: Sequence[ChatType], num_generations: int = 1, **kwargs: Any
     ) -> list[GenerateOutput]:
         """Await ``generate`` from async code: it runs in a worker thread so the event loop goes on.
 
-        ``generation_kwargs`` set on this LLM apply; ``kwargs`` given here override them.
         :class:`~taskloom.llms.AsyncLLM` overrides this with real concurrency.
         """
         import asyncio
 
-        merged = {**self.generation_kwargs, **kwargs}
-        return await asyncio.to_thread(self.generate, inputs, num_generations, **merged)
+        options = self.options(kwargs)
+        return await asyncio.to_thread(self.complete, list(inputs), num_generations, options)
 
     async def agenerate_one(
         self, input: ChatType, num_generations: int = 1, *, on_retry: Any = None, **kwargs: Any
@@ -149,45 +157,49 @@ class LLM(Component):
             return failed_output(num_generations, error)
         return output
 
-    def _generate_method(self) -> Callable[..., Any]:
-        method: Callable[..., Any] = getattr(type(self), self.generation_kwargs_from)
-        return method
+    # -- what a provider implements -------------------------------------------------------------
+
+    def complete(
+        self, inputs: list[ChatType], num_generations: int, options: GenerationOptions
+    ) -> list[GenerateOutput]:
+        """Answer every input ``num_generations`` times with ``options`` (an instance of ``Options``)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement complete(inputs, num_generations, options).")
+
+    # -- descriptions ----------------------------------------------------------------------------
 
     def generation_parameters(self) -> dict[str, str]:
-        """Generation kwargs this LLM accepts, with their descriptions."""
-        method = self._generate_method()
-        named, _ = _generation_signature(method)
-        docs = _docstring_args(method)
-        return {name: docs.get(name, "") for name in named}
+        """Generation options this LLM accepts, with their descriptions."""
+        return {name: field.description or "" for name, field in self.Options.model_fields.items()}
 
-    def _check_generation_kwargs(self, kwargs: Mapping[str, Any]) -> None:
-        named, open_ended = _generation_signature(self._generate_method())
-        unknown = [k for k in kwargs if k not in named]
-        if unknown and not open_ended:
-            raise ValueError(
-                f"{type(self).__name__} does not accept the generation kwarg(s) {unknown}; it accepts {sorted(named)}."
-            )
+    def accepts(self, option: str) -> bool:
+        """Whether this LLM takes ``option``; an Options model that types it as ``None`` says it does not."""
+        field = self.Options.model_fields.get(option)
+        return field is not None and field.annotation is not type(None)
+
+    @classmethod
+    def options_info(cls) -> list[dict[str, Any]]:
+        """Every option with its type, default, range and description (``taskloom llms NAME``)."""
+        return [describe_option(name, field) for name, field in cls.Options.model_fields.items()]
 
     def runtime_parameters_info(self) -> list[dict[str, Any]]:
         info = super().runtime_parameters_info()
         for entry in info:
             if entry["name"] == "generation_kwargs":
-                entry["keys"] = [
-                    {"name": name, "description": desc, "optional": True}
-                    for name, desc in self.generation_parameters().items()
-                ]
+                entry["keys"] = [{**option, "optional": True} for option in self.options_info()]
         return info
 
     def set_runtime_parameters(self, parameters: Mapping[str, Any]) -> None:
-        """Set runtime parameters; a known generation kwarg may also be given at top level."""
+        """Set runtime parameters; a generation option may also be given at top level."""
         params = dict(parameters)
-        named, _ = _generation_signature(self._generate_method())
-        loose = {k: params.pop(k) for k in list(params) if k in named and k not in self.runtime_fields()}
+        loose = {k: params.pop(k) for k in list(params) if self.accepts(k) and k not in self.runtime_fields()}
         if "generation_kwargs" in params or loose:
-            merged = {**self.generation_kwargs, **params.pop("generation_kwargs", {}), **loose}
-            self._check_generation_kwargs(merged)
+            given = params.pop("generation_kwargs", None) or {}
+            if not isinstance(given, Mapping):
+                raise ValueError(f"{type(self).__name__}: generation_kwargs must be a mapping, got {given!r}.")
+            merged = {**self.generation_kwargs, **given, **loose}
+            validate_options(type(self).__name__, self.Options, merged)  # an OptionError, not pydantic's wrapper
             params["generation_kwargs"] = merged
         super().set_runtime_parameters(params)
 
     def describe(self) -> dict[str, Any]:
-        return {"runtime_parameters": self.runtime_parameters_info()}
+        return {"runtime_parameters": self.runtime_parameters_info(), "options": self.options_info()}

@@ -1,25 +1,43 @@
-"""HTTP answers to core's error classes, shared by every HTTP provider.
+"""HTTP providers: the base class every JSON-over-HTTP provider builds on, and what it shares.
 
-Providers differ in their SDKs but not in what a status code means, so the mapping (and the
-reading of ``Retry-After``) lives here once; a provider only extracts status, message and
-headers from its SDK's exception.
+Providers differ in their request and response shapes, not in what a status code means, how a
+key is found, how a connection pool lives with its event loop, or how a failed request among
+several for one input is recorded. All of that lives here once (modelled on httpx's split
+between a client and its transport): a provider writes only ``body`` and ``parse``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import email.utils
+import json
+import logging
+import os
+import threading
 import time
-from collections.abc import Mapping
+import weakref
+from abc import abstractmethod
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any, ClassVar, NamedTuple
+
+from pydantic import Field, PrivateAttr, SecretStr
 
 from taskloom.errors import (
     AuthenticationError,
     BadRequestError,
+    GenerationError,
     OverloadedError,
     RateLimitError,
     RequestTimeoutError,
     ServerError,
     TaskloomError,
 )
+from taskloom.llms.async_llm import AsyncLLM, error_text
+from taskloom.llms.outputs import split_evenly
+from taskloom.typing import ChatType, GenerateOutput
+
+logger = logging.getLogger("taskloom.llms")
 
 
 def retry_after(headers: Mapping[str, str] | None) -> float | None:
@@ -71,3 +89,300 @@ def error_for_status(
 def redact(text: str, secret: str | None) -> str:
     """``text`` with every occurrence of ``secret`` replaced by ``***``."""
     return text.replace(secret, "***") if secret else text
+
+
+# -- the HTTP provider base ------------------------------------------------------------------------
+
+
+class Reply(NamedTuple):
+    """What a provider reads from one response: a text per choice, and the tokens it reports.
+
+    The counts are for the whole response (all its choices); ``None`` when it reports none.
+    """
+
+    texts: list[str | None]
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+
+
+class _Sessions:
+    """One aiohttp session per event loop that used the LLM; a copy or a pickle starts with none.
+
+    A session belongs to the loop it was opened on, so it is never shared between loops; keyed
+    weakly, so a loop that is gone takes its session with it.
+    """
+
+    def __init__(self) -> None:
+        self.by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+        self.lock = threading.Lock()
+
+    def pop_all(self) -> list[tuple[asyncio.AbstractEventLoop, Any]]:
+        with self.lock:
+            entries = list(self.by_loop.items())
+            self.by_loop = weakref.WeakKeyDictionary()
+        return entries
+
+    def __copy__(self) -> _Sessions:
+        return _Sessions()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _Sessions:
+        return _Sessions()
+
+    def __reduce__(self) -> tuple[type[_Sessions], tuple[()]]:
+        return (_Sessions, ())
+
+
+def close_on_loop(loop: asyncio.AbstractEventLoop, close: Callable[[], Coroutine[Any, Any, Any]]) -> None:
+    """Run ``close()`` on the loop its client was opened on, from whatever thread we are in."""
+    if loop.is_closed():
+        return  # nothing can run there any more; the client went with its loop
+    try:
+        current = asyncio.get_running_loop()
+    except RuntimeError:
+        current = None
+    try:
+        if current is loop:  # called from inside that loop: cannot wait, so schedule it
+            task = loop.create_task(close())
+            _CLOSING.add(task)
+            task.add_done_callback(_CLOSING.discard)
+        elif loop.is_running():  # another thread's loop (the sync facade's, or the caller's)
+            asyncio.run_coroutine_threadsafe(close(), loop).result(timeout=10)
+        else:
+            loop.run_until_complete(close())
+    except (RuntimeError, concurrent.futures.TimeoutError) as error:
+        logger.debug("could not close an HTTP session: %s", error)
+
+
+_CLOSING: set[asyncio.Task[Any]] = set()
+
+
+class HTTPLLM(AsyncLLM):
+    """An LLM behind a JSON-over-HTTP API: the base owns everything but the API's own shapes.
+
+    A provider writes :meth:`body` (the JSON of one request) and :meth:`parse` (a
+    :class:`Reply` from one response), names its ``path``, ``api_key_env`` and default URL, and
+    overrides :meth:`headers` or :meth:`error_detail` only where its API differs from the
+    common ``Authorization: Bearer`` / ``{"error": {"message": ...}}``. The base gives it the key
+    (from the field, else the named environment variable), one aiohttp session per event loop
+    (closed by ``aclose``/``unload``), status codes as core's error classes (``Retry-After``
+    honoured), timeouts, malformed answers as retryable server errors, the key redacted from
+    every message, and one rule for ``num_generations``: requests of up to ``choices_per_request``
+    answers, each retried on its own, and a generation whose request failed for good recorded
+    with its error while the others are kept.
+    """
+
+    api_key_env: ClassVar[str | None] = None
+    """The environment variable the key is read from when ``api_key`` is not set."""
+    key_required: ClassVar[bool] = True
+    """Whether ``load()`` refuses to start without a key."""
+    default_base_url: ClassVar[str] = ""
+    """The API root used when ``base_url`` is not set."""
+    base_url_env: ClassVar[str | None] = None
+    """An environment variable that may name the API root instead (``OPENAI_BASE_URL``)."""
+    path: ClassVar[str] = "/chat/completions"
+    """Where requests are posted, after the API root."""
+    retries_each_request: ClassVar[bool] = True
+
+    base_url: str | None = Field(default=None, description="API root; None for the provider's own.")
+    api_key: SecretStr | None = Field(
+        default=None, description="API key; defaults to the provider's environment variable at load(). Never dumped."
+    )
+    timeout: float = Field(default=120.0, gt=0, description="Seconds to wait for one request's answer.")
+
+    _key: str | None = PrivateAttr(default=None)
+    _sessions: _Sessions = PrivateAttr(default_factory=_Sessions)
+
+    # -- what a provider writes ------------------------------------------------------------------
+
+    @abstractmethod
+    def body(self, input: ChatType, options: Any, n: int) -> dict[str, Any]:
+        """The JSON body of one request for ``n`` answers to ``input`` (``n`` is 1 unless
+        ``choices_per_request`` allows more)."""
+
+    @abstractmethod
+    def parse(self, body: Any) -> Reply:
+        """The texts and token counts of one response body. A ``KeyError``, ``TypeError``,
+        ``IndexError`` or ``ValueError`` here means the body was malformed (retried)."""
+
+    def choices_per_request(self) -> int:
+        """How many answers one request may ask for (OpenAI's ``n``); 1 means one request each."""
+        return 1
+
+    def headers(self, key: str) -> dict[str, str]:
+        """Headers of every request; the key goes in here."""
+        return {"Authorization": f"Bearer {key}"} if key else {}
+
+    def error_detail(self, body: Any) -> str | None:
+        """The message in an error body: ``{"error": {"message": ...}}``, ``{"error": "..."}``, ``{"message": ...}``."""
+        if not isinstance(body, dict):
+            return None
+        error = body.get("error")
+        if isinstance(error, dict) and error.get("message"):
+            return str(error["message"])
+        if isinstance(error, str):
+            return error
+        return str(body["message"]) if body.get("message") else None
+
+    def where(self) -> str:
+        """How messages name the server: the model and the API root."""
+        return f"{type(self).__name__} ({self.model_name} at {self.api_root()})"
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+
+    def api_root(self) -> str:
+        env = os.environ.get(self.base_url_env) if self.base_url_env else None
+        return (self.base_url or env or self.default_base_url).rstrip("/")
+
+    def load(self) -> None:
+        """Find the key (the field, else the environment variable); sessions open on first use."""
+        key = self.api_key.get_secret_value() if self.api_key is not None else ""
+        if not key and self.api_key_env:
+            key = os.environ.get(self.api_key_env, "")
+        if not key and self.key_required:
+            where = f"set the environment variable {self.api_key_env} or pass" if self.api_key_env else "pass"
+            raise AuthenticationError(
+                f"{type(self).__name__} needs an API key: {where} api_key=... "
+                "(for a local server that checks none, any non-empty value, e.g. api_key='none')."
+            )
+        self._key = key
+
+    def unload(self) -> None:
+        for loop, session in self._sessions.pop_all():
+            close_on_loop(loop, session.close)
+        self._key = None
+        super().unload()
+
+    async def aclose(self) -> None:
+        """Close the session opened on the running loop (a pipeline awaits this before its loop ends)."""
+        with self._sessions.lock:
+            session = self._sessions.by_loop.pop(asyncio.get_running_loop(), None)
+        if session is not None:
+            await session.close()
+
+    def session(self) -> Any:
+        """The aiohttp session for the running loop, opened on first use there."""
+        loop = asyncio.get_running_loop()
+        with self._sessions.lock:
+            session = self._sessions.by_loop.get(loop)
+        if session is None or session.closed:
+            import aiohttp
+
+            if self._key is None:
+                self.load()
+            session = aiohttp.ClientSession(
+                headers={"Content-Type": "application/json", **self.headers(self._key or "")},
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
+                json_serialize=json.dumps,
+            )
+            with self._sessions.lock:
+                self._sessions.by_loop[loop] = session
+        return session
+
+    def redact(self, text: str) -> str:
+        """``text`` without the key in it, whatever the server echoed back."""
+        key = self._key or (self.api_key.get_secret_value() if self.api_key is not None else "")
+        return redact(text, key if key and key.lower() != "none" else None)
+
+    # -- requests --------------------------------------------------------------------------------------
+
+    async def post(self, body: dict[str, Any], path: str | None = None) -> Any:
+        """Post one JSON body and return the decoded answer, or raise core's error for what went wrong."""
+        import aiohttp
+
+        url = self.api_root() + (self.path if path is None else path)
+        try:
+            async with self.session().post(url, json=body) as response:
+                raw = await response.read()
+                status, headers = response.status, response.headers
+        except TimeoutError:
+            raise RequestTimeoutError(f"{self.where()}: no answer within {self.timeout:g} s (timeout=...).") from None
+        except aiohttp.ClientError as error:
+            raise ServerError(f"{self.where()}: {self.redact(f'{type(error).__name__}: {error}')}") from None
+        if status >= 400:
+            detail = self._detail(raw)
+            hint = f"Check the key in {self.api_key_env} (or api_key=...)." if self.api_key_env else ""
+            raise error_for_status(status, f"{self.where()} answered HTTP {status}: {detail}", headers, auth_hint=hint)
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise ServerError(f"{self.where()} answered with a malformed body: {self._snippet(raw)}") from None
+
+    def _snippet(self, raw: bytes) -> str:
+        return self.redact(raw[:300].decode("utf-8", "replace")) or "(no body)"
+
+    def _detail(self, raw: bytes) -> str:
+        try:
+            message = self.error_detail(json.loads(raw))
+        except ValueError:
+            message = None
+        return self.redact(message) if message else self._snippet(raw)
+
+    async def _ask(self, input: ChatType, options: Any, n: int) -> Reply:
+        """One request for ``n`` answers, parsed; a body of the wrong shape is a (retried) server error."""
+        body = await self.post(self.body(input, options, n))
+        try:
+            reply = self.parse(body)
+        except (KeyError, TypeError, IndexError, ValueError) as error:
+            raise ServerError(
+                f"{self.where()} answered with a body it does not recognise ({type(error).__name__}: "
+                f"{self.redact(str(error))}): {self.redact(json.dumps(body)[:300])}"
+            ) from None
+        if not reply.texts:
+            raise ServerError(f"{self.where()} answered without any answer: {self.redact(json.dumps(body)[:300])}")
+        return reply
+
+    async def acomplete(self, input: ChatType, num_generations: int, options: Any) -> GenerateOutput:
+        per_request = max(1, self.choices_per_request())
+        first = min(num_generations, per_request)
+        sizes = [first] if first > 1 else [1] * num_generations
+        replies = await self._gather(input, options, sizes)
+        got = sum(len(r.texts) for r in replies if isinstance(r, Reply))
+        if first > 1 and isinstance(replies[0], Reply) and got < num_generations:
+            # The server gave fewer choices than asked (it ignores ``n``): fill up one by one.
+            logger.debug("%s gave %d of %d answers; asking for the rest", self.where(), got, num_generations)
+            more = await self._gather(input, options, [1] * (num_generations - got))
+            replies = [*replies, *more]
+        return self._output(replies, sizes if first == 1 else [first] + [1] * (len(replies) - 1), num_generations)
+
+    async def _gather(self, input: ChatType, options: Any, sizes: list[int]) -> list[Reply | GenerationError]:
+        async def one(n: int) -> Reply:
+            return await self.retrying(lambda: self._ask(input, options, n))
+
+        results = await asyncio.gather(*(one(n) for n in sizes), return_exceptions=True)
+        stopping = [r for r in results if isinstance(r, BaseException) and not isinstance(r, GenerationError)]
+        if stopping:
+            raise stopping[0]  # a bad key, a bug: every other row would fail the same way
+        return [r for r in results if isinstance(r, Reply | GenerationError)]
+
+    def _output(self, replies: list[Reply | GenerationError], sizes: list[int], n: int) -> GenerateOutput:
+        texts: list[str | None] = []
+        input_tokens: list[int] = []
+        output_tokens: list[int] = []
+        errors: list[str | None] = []
+        for reply, size in zip(replies, sizes, strict=True):
+            if isinstance(reply, GenerationError):
+                texts += [None] * size
+                input_tokens += [0] * size
+                output_tokens += [0] * size
+                errors += [error_text(reply)] * size
+                continue
+            count = len(reply.texts)
+            texts += reply.texts
+            errors += [None] * count
+            # Every choice saw the prompt once, and the API counts it once: split both so sums stay true.
+            input_tokens += split_evenly(reply.input_tokens or 0, count)
+            output_tokens += split_evenly(reply.output_tokens or 0, count)
+        output: GenerateOutput = {
+            "generations": (texts + [None] * n)[:n],
+            "statistics": {
+                "input_tokens": (input_tokens + [0] * n)[:n],
+                "output_tokens": (output_tokens + [0] * n)[:n],
+            },
+        }
+        errors = (errors + [None] * n)[:n]
+        if all(errors):
+            output["error"] = errors[0]
+        elif any(errors):
+            output["errors"] = errors
+        return output

@@ -41,6 +41,7 @@ from uuid import UUID
 from pydantic import BaseModel
 
 from taskloom.errors import TaskloomError
+from taskloom.llms.options import json_schema_of
 from taskloom.typing import ChatType
 
 if TYPE_CHECKING:
@@ -102,8 +103,8 @@ def _plain(value: Any) -> Any:
     differs from one process to the next would make every resume miss and pay again.
     """
     if isinstance(value, type) and issubclass(value, BaseModel):
-        # The same rule the LLM's own dump applies to structured_output: the schema is the request.
-        return value.model_json_schema()
+        # The same rule the LLM's options apply to structured_output: the schema is the request.
+        return json_schema_of(value)
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json")
     if dataclasses.is_dataclass(value) and not isinstance(value, type):

@@ -148,6 +148,8 @@ def _build_step(entry: Any, index: int, origin: str) -> tuple[Step, list[str] | 
         fields["name"] = type_name
     try:
         step = cls(**fields)
+        if isinstance(step, Task):
+            step.resolve_llm()  # a step file that names no LLM gets the default one, chosen now
     except ValidationError as error:
         raise PipelineConfigError(f"{where}: {error}") from None
     except TaskloomError as error:  # no default LLM, say

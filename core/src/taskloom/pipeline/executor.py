@@ -29,11 +29,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from taskloom.llms.async_llm import AsyncLLM
+from taskloom.llms.outputs import token_counts
 from taskloom.pipeline.base import SinkWriter, Source
 from taskloom.pipeline.graph import Graph
 from taskloom.steps import JoinStep, Step
-from taskloom.tasks.base import Call, CallPlan, Task, row_errors
+from taskloom.tasks.base import Task, row_errors
 from taskloom.typing import ChatType, GenerateOutput, Row
+from taskloom.work import Call, RowWork, run_work
 
 if TYPE_CHECKING:
     from taskloom.pipeline.cache import CachedGeneration
@@ -247,9 +249,9 @@ class Executor:
                 nodes[parent].targets.append((node, position))
             step = node.step
             if isinstance(step, Task):
-                concurrency = step.llm.max_concurrency if isinstance(step.llm, AsyncLLM) else 1
-                node.semaphore = asyncio.Semaphore(concurrency)
-                node.identity = self._identity(step.llm)
+                llm = step.resolve_llm()
+                node.semaphore = asyncio.Semaphore(llm.max_concurrency if isinstance(llm, AsyncLLM) else 1)
+                node.identity = self._identity(llm)
         leaves = self.graph.leaves
         for leaf in leaves:
             nodes[leaf].leaf_writers.append(_LeafCollector(self._writers.get(leaf, []), self._written))
@@ -397,13 +399,7 @@ class Executor:
                     results.append(step.join(unit.branches))
                     continue
                 node.stats.rows_in += len(unit.rows)
-                if not unit.rows:
-                    results.append([])
-                    continue
-                step.check_columns(unit.rows)
-                mapped = step.map_inputs(list(unit.rows))
-                out = [row for part in step.process(mapped) for row in part]
-                results.append(step.map_outputs(out))
+                results.append(run_work(step.work(unit.rows)) if unit.rows else [])
             return results
 
         results = await asyncio.to_thread(run_all) if step.runs_in_thread else run_all()
@@ -419,88 +415,55 @@ class Executor:
         self._emit(node, seq, out)
 
     async def _task_row(self, node: _Node, row: Row) -> list[Row]:
+        """One row through the task's own recipe; each round of its calls runs concurrently."""
         task = node.step
         assert isinstance(task, Task)
         node.stats.rows_in += 1
-        task.check_columns([row])
-        [mapped] = task.map_inputs([row])
-        chat = task.format_input(mapped)
-        kwargs = task.llm_kwargs()
-        if task.makes_several_calls:
-            result = await self._run_plan(node, task.plan(mapped, chat), kwargs)
-        else:
-            result = await self._ask(node, Call(chat, task.num_generations), kwargs)
-        built = task.map_outputs(task.build_rows([mapped], [chat], [result]))
+        built = await self._drive(node, task.work([row]))
         if any(row_errors(out, task.name) for out in built):
             node.stats.rows_failed += 1
         return built
 
-    async def _run_plan(self, node: _Node, plan: CallPlan, kwargs: dict[str, Any]) -> GenerateOutput:
-        """One row's plan; each list of calls it yields runs concurrently (``run_plans`` is the sync twin)."""
+    async def _drive(self, node: _Node, work: RowWork) -> list[Row]:
+        """:func:`~taskloom.work.run_work` for the loop: the calls go through the cache and the limit."""
         try:
-            calls = next(plan)
+            calls = next(work)
             while True:
-                outputs = await asyncio.gather(*(self._ask(node, call, kwargs) for call in calls))
-                calls = plan.send(list(outputs))
+                if len(calls) == 1:
+                    outputs = [await self._ask(node, calls[0])]
+                else:
+                    outputs = list(await asyncio.gather(*(self._ask(node, call) for call in calls)))
+                calls = work.send(outputs)
         except StopIteration as done:
-            result: GenerateOutput = done.value
-            return result
+            rows: list[Row] = done.value
+            return rows
 
-    async def _ask(self, node: _Node, call: Call, kwargs: dict[str, Any]) -> GenerateOutput:
+    async def _ask(self, node: _Node, call: Call) -> GenerateOutput:
         """One call's answers: from the cache where it has them, else requested (and then cached)."""
-        stats = node.stats
-        chat, n = call.chat, call.count
-        if call.kwargs:
-            kwargs = {**kwargs, **call.kwargs}
-        indices = range(call.first_index, call.first_index + n)
-        keys = [self.key(node.identity, chat, kwargs, index) for index in indices] if self._caching else [""] * n
-        hits = self.cache.get_many(keys) if self._lookups and self.cache is not None else {}
-        texts: list[str | None] = [None] * n
-        input_tokens = [0] * n
-        output_tokens = [0] * n
-        missing: list[int] = []
-        for index, key in enumerate(keys):
-            hit = hits.get(key)
-            if hit is None:
-                missing.append(index)
-                continue
-            texts[index] = hit.text
-            input_tokens[index] = hit.input_tokens or 0
-            output_tokens[index] = hit.output_tokens or 0
-        stats.cached += n - len(missing)
-        error: str | None = None
+        kwargs = dict(call.kwargs or {})
+        n = call.count
+        keys = (
+            [self.key(node.identity, call.chat, kwargs, i) for i in range(call.first_index, call.first_index + n)]
+            if self._caching
+            else [""] * n
+        )
+        answer = _Answer(n)
+        missing = answer.fill_from_cache(
+            self.cache.get_many(keys) if self._lookups and self.cache is not None else {}, keys
+        )
+        node.stats.cached += n - len(missing)
         if missing:
-            output = await self._request(node, chat, len(missing), kwargs)
-            error = output.get("error")
-            generations = output["generations"]
-            statistics = output.get("statistics") or {}
-            in_counts = statistics.get("input_tokens") or []
-            out_counts = statistics.get("output_tokens") or []
-            fresh: list[CacheEntry] = []
-            for position, index in enumerate(missing):
-                text = generations[position] if position < len(generations) else None
-                texts[index] = text
-                tokens_in = in_counts[position] if position < len(in_counts) else None
-                tokens_out = out_counts[position] if position < len(out_counts) else None
-                input_tokens[index] = tokens_in or 0
-                output_tokens[index] = tokens_out or 0
-                if text is not None and not error and self._caching:
-                    fresh.append((keys[index], text, tokens_in, tokens_out))
+            output = await self._request(node, call.chat, len(missing), kwargs)
+            fresh = answer.fill_from_request(output, missing, keys)
             if fresh and self._writer is not None:
                 self._writer.put_many(fresh)
-        stats.input_tokens += sum(input_tokens[i] for i in missing)
-        stats.output_tokens += sum(output_tokens[i] for i in missing)
-        result: GenerateOutput = {
-            "generations": texts,
-            "statistics": {"input_tokens": input_tokens, "output_tokens": output_tokens},
-        }
-        if error:
-            result["error"] = error
-        return result
+            node.stats.input_tokens += sum(answer.input_tokens[i] for i in missing)
+            node.stats.output_tokens += sum(answer.output_tokens[i] for i in missing)
+        return answer.output()
 
     async def _request(self, node: _Node, chat: ChatType, count: int, kwargs: dict[str, Any]) -> GenerateOutput:
         task = node.step
-        assert isinstance(task, Task) and node.semaphore is not None
+        assert isinstance(task, Task) and node.semaphore is not None and task.llm is not None
         stats = node.stats
 
         def retried(error: Exception, attempt: int, wait: float) -> None:
@@ -513,6 +476,58 @@ class Executor:
                 return await task.llm.agenerate_one(chat, count, on_retry=retried, **kwargs)
             finally:
                 stats.in_flight -= 1
+
+
+class _Answer:
+    """One call's generations as they are put together from the cache and from a request."""
+
+    def __init__(self, n: int) -> None:
+        self.texts: list[str | None] = [None] * n
+        self.input_tokens = [0] * n
+        self.output_tokens = [0] * n
+        self.errors: list[str | None] = [None] * n
+
+    def fill_from_cache(self, hits: dict[str, CachedGeneration], keys: list[str]) -> list[int]:
+        """Take what the cache has; the indices it lacks."""
+        missing = []
+        for index, key in enumerate(keys):
+            hit = hits.get(key)
+            if hit is None:
+                missing.append(index)
+                continue
+            self.texts[index] = hit.text
+            self.input_tokens[index] = hit.input_tokens or 0
+            self.output_tokens[index] = hit.output_tokens or 0
+        return missing
+
+    def fill_from_request(self, output: GenerateOutput, missing: list[int], keys: list[str]) -> list[CacheEntry]:
+        """Put a request's generations at the missing indices; the entries to cache (only texts that came back)."""
+        generations = output["generations"]
+        tokens_in, tokens_out = token_counts(output.get("statistics"), len(missing))
+        error = output.get("error")
+        errors = output.get("errors") or []
+        fresh: list[CacheEntry] = []
+        for position, index in enumerate(missing):
+            text = generations[position] if position < len(generations) else None
+            failure = (errors[position] if position < len(errors) else None) or error
+            self.texts[index] = text
+            self.input_tokens[index] = tokens_in[position] or 0
+            self.output_tokens[index] = tokens_out[position] or 0
+            self.errors[index] = failure
+            if text is not None and not failure and keys[index]:
+                fresh.append((keys[index], text, tokens_in[position], tokens_out[position]))
+        return fresh
+
+    def output(self) -> GenerateOutput:
+        result: GenerateOutput = {
+            "generations": self.texts,
+            "statistics": {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens},
+        }
+        if all(self.errors):
+            result["error"] = self.errors[0]
+        elif any(self.errors):
+            result["errors"] = self.errors
+        return result
 
 
 def _take(rows: Iterator[Row], count: int) -> list[Row]:

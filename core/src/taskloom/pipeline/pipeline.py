@@ -28,7 +28,8 @@ from taskloom.pipeline.executor import Executor, RunStats
 from taskloom.pipeline.graph import Flow, Graph, PipelineError
 from taskloom.steps import JoinStep, Step
 from taskloom.tasks.base import Task
-from taskloom.typing import Row
+from taskloom.typing import GenerateOutput, Row
+from taskloom.work import Call, run_work
 
 if TYPE_CHECKING:
     import datasets
@@ -93,6 +94,7 @@ class DryRunStep:
     name: str
     inputs: list[Row]
     formatted: list[Any]
+    """Every chat the step sent to its LLM, in the order it asked (several per row for a plan)."""
     outputs: list[Row]
 
 
@@ -195,21 +197,20 @@ class Pipeline:
             step = self.graph.steps[name]
             parents = self.graph.parents[name]
             branches = [made[p] for p in parents] if parents else [[dict(first)]]
+            inputs = [row for branch in branches for row in branch]
+            asked: list[Any] = []
             step.load()
             try:
-                if isinstance(step, JoinStep):
-                    inputs = [row for branch in branches for row in branch]
+                if isinstance(step, JoinStep) and parents:
                     outputs = step.join(branches)
-                    formatted: list[Any] = []
+                elif isinstance(step, Task):
+                    outputs = run_work(step.work([dict(r) for r in inputs]), _recording(step, asked))
                 else:
-                    inputs = [row for branch in branches for row in branch]
-                    mapped = step.map_inputs([dict(r) for r in inputs])
-                    formatted = step.format_inputs(mapped) if isinstance(step, Task) else []
-                    outputs = [row for part in step.process(inputs) for row in part]
+                    outputs = run_work(step.work([dict(r) for r in inputs]))
             finally:
                 step.unload()
             made[name] = outputs
-            report.append(DryRunStep(name, inputs, formatted, outputs))
+            report.append(DryRunStep(name, inputs, asked, outputs))
         return report
 
     def run(
@@ -308,6 +309,16 @@ class Pipeline:
             with contextlib.suppress(asyncio.CancelledError):
                 await ticker
             progress(executor.stats)
+
+
+def _recording(task: Task, asked: list[Any]) -> Callable[[list[Call]], list[GenerateOutput]]:
+    """The task's own synchronous ask, noting every chat it sends (what a dry run shows)."""
+
+    def ask(calls: list[Call]) -> list[GenerateOutput]:
+        asked.extend(call.chat for call in calls)
+        return task._generate_calls(calls)
+
+    return ask
 
 
 def _open_cache(path: Path) -> tuple[Any, Any, Any]:

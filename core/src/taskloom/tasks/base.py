@@ -8,12 +8,12 @@ that text was paid for.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from abc import abstractmethod
-from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, ClassVar, TypeAlias
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, ClassVar
 
 from pydantic import Field
 
@@ -21,63 +21,17 @@ from taskloom.component import RuntimeParameter
 from taskloom.errors import GenerationError, TaskloomError
 from taskloom.llms.async_llm import failed_output
 from taskloom.llms.base import LLM
+from taskloom.llms.outputs import token_counts
 from taskloom.steps import Step, columns_as_dict
 from taskloom.typing import ChatType, GenerateOutput, Row
+from taskloom.work import Call, CallPlan, RowWork, lockstep, run_work
+
+__all__ = ["METADATA", "Call", "CallPlan", "Task", "row_errors"]
 
 logger = logging.getLogger("taskloom.tasks")
 
 METADATA = "distilabel_metadata"
 """The metadata column; named as in distilabel so datasets made here read the same."""
-
-
-@dataclass(frozen=True)
-class Call:
-    """One request a task makes for a row: a chat and how many answers to it.
-
-    ``first_index`` is the generation index of the first answer. The pipeline's cache keys each
-    answer by it, so a task that asks the same chat once per generation (one chain of calls per
-    generation) gives each chain its own index, and a resumed run finds every chain's answers.
-    """
-
-    chat: ChatType
-    count: int = 1
-    first_index: int = 0
-    kwargs: Mapping[str, Any] | None = None
-    """Generation kwargs for this call on top of the task's (a schema that depends on the row)."""
-
-
-CallPlan: TypeAlias = Generator[list[Call], list[GenerateOutput], GenerateOutput]
-"""What :meth:`Task.plan` returns: it yields batches of calls that may run at the same time,
-is sent their outputs (in the same order), and returns the row's output, one text per
-generation."""
-
-
-def run_plans(plans: list[CallPlan], ask: Callable[[list[Call]], list[GenerateOutput]]) -> list[GenerateOutput]:
-    """Drive plans to their ends in lockstep with a synchronous ``ask``; one output per plan.
-
-    Each step gathers the next calls of every unfinished plan into one ``ask``, so a sync LLM
-    still answers a whole batch of rows at once. The executor drives one plan per row instead,
-    each call as soon as it can go.
-    """
-    results: dict[int, GenerateOutput] = {}
-    pending: dict[int, list[Call]] = {}
-
-    def advance(index: int, outputs: list[GenerateOutput] | None) -> None:
-        plan = plans[index]
-        try:
-            pending[index] = next(plan) if outputs is None else plan.send(outputs)
-        except StopIteration as done:
-            results[index] = done.value
-
-    for index in range(len(plans)):
-        advance(index, None)
-    while pending:
-        waiting = list(pending.items())
-        pending.clear()
-        answers = iter(ask([call for _, calls in waiting for call in calls]))
-        for index, calls in waiting:
-            advance(index, [next(answers) for _ in calls])
-    return [results[index] for index in range(len(plans))]
 
 
 def row_errors(row: Row, task_name: str) -> set[str]:
@@ -103,22 +57,19 @@ def _upstream_metadata(upstream: Any) -> dict[str, Any]:
     return {}
 
 
-def _default_llm() -> LLM:
-    from taskloom.config import default_llm
-
-    return default_llm()
-
-
 class Task(Step):
     """Format each row into a chat, generate with ``llm``, parse each answer into columns.
 
     Subclasses define ``inputs``, ``outputs``, ``format_input`` and ``format_output``.
     """
 
-    llm: LLM = Field(
-        default_factory=_default_llm,
+    drives_itself: ClassVar[bool] = True
+
+    llm: LLM | None = Field(
+        default=None,
         description="The LLM that generates this task's outputs; when omitted, the default LLM "
-        "($TASKLOOM_DEFAULT_LLM, the config file, else the local model of taskloom-llamacpp).",
+        "($TASKLOOM_DEFAULT_LLM, the config file, else the local model of taskloom-llamacpp), "
+        "chosen by get_task, a pipeline file, the CLI, or load().",
     )
     num_generations: RuntimeParameter[int] = Field(default=1, ge=1, description="Number of generations per input row.")
     group_generations: bool = Field(
@@ -164,19 +115,32 @@ class Task(Step):
         """Whether this task overrides :meth:`plan` (the executor keeps a fast path for one call)."""
         return type(self).plan is not Task.plan
 
+    def resolve_llm(self) -> LLM:
+        """This task's LLM; the default LLM, chosen now, if it was built without one.
+
+        Building a task never does this (it reads the user's config and may load plugins), so a
+        task can be made, checked and dumped with no I/O at all.
+        """
+        if self.llm is None:
+            from taskloom.config import default_llm
+
+            self.llm = default_llm()
+        return self.llm
+
     def load(self) -> None:
-        self.llm.load()
+        self.resolve_llm().load()
 
     def unload(self) -> None:
-        self.llm.unload()
+        if self.llm is not None:
+            self.llm.unload()
 
     def llm_kwargs(self) -> dict[str, Any]:
-        """Generation kwargs for this task's calls: the LLM's own, plus any the task itself needs.
+        """Generation options for this task's calls: the LLM's own, plus any the task itself needs.
 
-        A task that needs a kwarg (a schema for structured output) adds it here rather than
+        A task that needs an option (a schema for structured output) adds it here rather than
         writing it into its LLM, which another task may share.
         """
-        return dict(self.llm.generation_kwargs)
+        return dict(self.resolve_llm().generation_kwargs)
 
     def columns_after(self, available: Sequence[str]) -> list[str]:
         extra = [self.output_mappings.get(c, c) for c in ("model_name", METADATA)]
@@ -190,18 +154,19 @@ class Task(Step):
         """Set task runtime parameters; the ``llm`` key holds the LLM's own."""
         params = dict(parameters)
         if "llm" in params:
-            self.llm.set_runtime_parameters(params.pop("llm"))
+            self.resolve_llm().set_runtime_parameters(params.pop("llm"))
         super().set_runtime_parameters(params)
 
     def runtime_parameters_info(self) -> list[dict[str, Any]]:
+        llm = self.resolve_llm()
         return [
             *super().runtime_parameters_info(),
-            {"name": "llm", "runtime_parameters_info": self.llm.runtime_parameters_info()},
+            {"name": "llm", "runtime_parameters_info": llm.runtime_parameters_info()},
         ]
 
     def dump(self) -> dict[str, Any]:
         data = super().dump()
-        data["llm"] = self.llm.dump()
+        data["llm"] = self.llm.dump() if self.llm is not None else None
         return data
 
     # -- processing --------------------------------------------------------------------------
@@ -217,38 +182,62 @@ class Task(Step):
                 raise
         return formatted
 
-    def process(self, inputs: list[Row]) -> Iterator[list[Row]]:
-        self.check_columns(inputs)
-        rows = self.map_inputs(list(inputs))
-        formatted = self.format_inputs(rows)
-        kwargs = self.llm_kwargs()
-        if self.makes_several_calls:
-            plans = [self.plan(row, chat) for row, chat in zip(rows, formatted, strict=True)]
-            outputs = run_plans(plans, lambda calls: self._generate_calls(calls, kwargs))
-        else:  # the default plan, without a generator per row
-            outputs = self._generate_calls([Call(chat, self.num_generations) for chat in formatted], kwargs)
-        yield self.map_outputs(self.build_rows(rows, formatted, outputs))
+    def work(self, rows: list[Row]) -> RowWork:
+        """The row recipe with its LLM calls: check, map, format, plan, ask, build rows, map back.
 
-    def _generate_calls(self, calls: list[Call], kwargs: dict[str, Any]) -> list[GenerateOutput]:
-        """Calls through the LLM's batch ``generate``: one batch per distinct answer count and kwargs."""
+        Every call it yields carries the task's generation options merged with the plan's.
+        """
+        self.check_columns(rows)
+        mapped = self.map_inputs(list(rows))
+        formatted = self.format_inputs(mapped)
+        kwargs = self.llm_kwargs()
+        outputs: list[GenerateOutput]
+        if self.makes_several_calls:
+            plans = [self._merged(self.plan(row, chat), kwargs) for row, chat in zip(mapped, formatted, strict=True)]
+            outputs = yield from lockstep(plans)
+        else:  # the default plan, without a generator per row
+            outputs = yield [Call(chat, self.num_generations, 0, kwargs) for chat in formatted]
+        return self.map_outputs(self.build_rows(mapped, formatted, outputs))
+
+    @staticmethod
+    def _merged(plan: CallPlan, kwargs: dict[str, Any]) -> CallPlan:
+        """``plan`` with the task's options under each call's own."""
+        try:
+            calls = next(plan)
+            while True:
+                full = [dataclasses.replace(c, kwargs={**kwargs, **c.kwargs} if c.kwargs else kwargs) for c in calls]
+                calls = plan.send((yield full))
+        except StopIteration as done:
+            output: GenerateOutput = done.value
+            return output
+
+    def process(self, inputs: list[Row]) -> Iterator[list[Row]]:
+        """The whole batch through :meth:`work`, the LLM asked synchronously (one ``generate`` per round)."""
+        yield run_work(self.work(inputs), self._generate_calls)
+
+    def _generate_calls(self, calls: list[Call]) -> list[GenerateOutput]:
+        """Calls through the LLM's batch ``generate``: one batch per distinct answer count and options."""
+        llm = self.resolve_llm()
         groups: dict[tuple[int, str], list[int]] = {}
+        seen: dict[int, str] = {}  # most calls share one options dict: serialise each dict once
         for index, call in enumerate(calls):
-            extra = json.dumps(call.kwargs, sort_keys=True, default=repr) if call.kwargs else ""
-            groups.setdefault((call.count, extra), []).append(index)
+            options = call.kwargs or {}
+            key = seen.get(id(options))
+            if key is None:
+                key = seen[id(options)] = json.dumps(options, sort_keys=True, default=repr)
+            groups.setdefault((call.count, key), []).append(index)
         outputs: dict[int, GenerateOutput] = {}
         for (count, _), positions in groups.items():
-            extra_kwargs = calls[positions[0]].kwargs or {}
+            options = calls[positions[0]].kwargs or {}
             try:
-                answers = self.llm.generate(
-                    [calls[i].chat for i in positions], num_generations=count, **{**kwargs, **extra_kwargs}
-                )
+                answers = llm.generate([calls[i].chat for i in positions], num_generations=count, **options)
             except GenerationError as error:
                 # A sync LLM that gives up on a batch: every row records why, none is dropped.
                 logger.warning("Task %r: the LLM failed for a batch of %d inputs: %s", self.name, len(positions), error)
                 answers = [failed_output(count, error) for _ in positions]
             if len(answers) != len(positions):
                 raise TaskloomError(
-                    f"LLM {self.llm.model_name!r} returned {len(answers)} outputs for {len(positions)} "
+                    f"LLM {llm.model_name!r} returned {len(answers)} outputs for {len(positions)} "
                     f"inputs in task {self.name!r}; an LLM must return one output per input."
                 )
             outputs.update(zip(positions, answers, strict=True))
@@ -256,7 +245,7 @@ class Task(Step):
 
     def build_rows(self, rows: list[Row], formatted: list[ChatType], outputs: list[GenerateOutput]) -> list[Row]:
         """Combine inputs and LLM outputs into output rows, as the task spec says."""
-        model_name = self.llm.model_name
+        model_name = self.resolve_llm().model_name
         result: list[Row] = []
         for row, chat, output in zip(rows, formatted, outputs, strict=True):
             per_generation = self._format_generations(row, chat, output)
@@ -271,38 +260,39 @@ class Task(Step):
         """One dict of output columns (with its metadata) per generation of ``row``."""
         name = self.name
         raw_output_key = "raw_output_" + name
-        statistics = output.get("statistics") or {}
-        input_tokens = statistics.get("input_tokens") or []
-        output_tokens = statistics.get("output_tokens") or []
+        generations = output["generations"]
+        input_tokens, output_tokens = token_counts(output.get("statistics"), len(generations))
         error = output.get("error")
+        errors = output.get("errors") or []
         upstream_meta = _upstream_metadata(row.get(METADATA))
 
         formatted = []
-        for index, text in enumerate(output["generations"]):
+        for index, text in enumerate(generations):
             meta = upstream_meta.copy()
             columns = self._parse(text, row, meta, raw_output_key)
             if self.add_raw_input:
                 meta["raw_input_" + name] = chat
-            if index < len(input_tokens) and index < len(output_tokens):
-                meta["statistics_" + name] = {
-                    "input_tokens": input_tokens[index],
-                    "output_tokens": output_tokens[index],
-                }
-            if error:
-                meta["error_" + name] = error
+            tokens_in, tokens_out = input_tokens[index], output_tokens[index]
+            if tokens_in is not None and tokens_out is not None:
+                meta["statistics_" + name] = {"input_tokens": tokens_in, "output_tokens": tokens_out}
+            failure = errors[index] if index < len(errors) and errors[index] else error
+            if failure:
+                meta["error_" + name] = failure
             columns[METADATA] = meta
             formatted.append(columns)
         return formatted
 
     def _parse(self, text: str | None, row: Row, meta: dict[str, Any], raw_key: str) -> dict[str, Any]:
-        if text is None:
-            if self.add_raw_output:
-                meta[raw_key] = None
-            return dict.fromkeys(self.output_columns())
+        """``format_output`` for one generation; on failure every output is None and the raw text is kept.
+
+        It is called for a generation with no text too (``output`` is None), as its signature
+        says, so a task can fill columns from its row.
+        """
         try:
             columns = self.format_output(text, row)
         except Exception as error:
-            logger.warning(
+            log = logger.debug if text is None else logger.warning
+            log(
                 "Task %r could not parse a generation (%s: %s); its output columns are None and "
                 "the raw text is kept in %s[%r].",
                 self.name,
@@ -311,7 +301,9 @@ class Task(Step):
                 METADATA,
                 raw_key,
             )
-            meta[raw_key] = text  # the only copy of what was paid for, whatever add_raw_output says
+            # The only copy of what was paid for, whatever add_raw_output says.
+            if text is not None or self.add_raw_output:
+                meta[raw_key] = text
             return dict.fromkeys(self.output_columns())
         if self.add_raw_output:
             meta[raw_key] = text

@@ -6,21 +6,17 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import BeforeValidator, Field, model_validator
 
+from taskloom.llms.options import OutputSchema
 from taskloom.steps import StepColumns
 from taskloom.tasks.base import Task
 from taskloom.templates import compile_template, template_variables
 from taskloom.typing import ChatMessage, ChatType, Row
 
 
-def _schema_of(value: Any) -> Any:
-    """A pydantic model class given for a schema, as its JSON schema, so dumps stay plain data."""
-    if isinstance(value, type) and hasattr(value, "model_json_schema"):
-        return value.model_json_schema()
-    return value
+def _as_list(value: Any) -> Any:
+    """One column may be named on its own (``columns="instruction"``), as distilabel allows."""
+    return [value] if isinstance(value, str) else value
 
-
-OutputSchema = Annotated[dict[str, Any], BeforeValidator(_schema_of)]
-"""A JSON schema field that also takes a pydantic model class (task packs use it too)."""
 
 _ROLES = {"system", "user", "assistant", "developer", "tool"}
 
@@ -43,7 +39,7 @@ class TextGeneration(Task):
         default=None,
         description="Jinja2 template for the user message; its variables are row columns.",
     )
-    columns: list[str] = Field(
+    columns: Annotated[list[str], BeforeValidator(_as_list)] = Field(
         default_factory=lambda: ["instruction"],
         description="Columns the template reads; inferred from the template when not given.",
     )
@@ -151,7 +147,7 @@ class StructuredGeneration(TextGeneration):
 
     def llm_kwargs(self) -> dict[str, Any]:
         kwargs = super().llm_kwargs()
-        if "structured_output" in self.llm.generation_parameters():
+        if self.resolve_llm().accepts("structured_output"):
             kwargs.setdefault("structured_output", self.output_schema)
         return kwargs
 

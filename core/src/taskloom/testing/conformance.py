@@ -14,6 +14,7 @@ Every ``test_*`` method below then runs against your object. Class attributes (`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -24,6 +25,7 @@ from pydantic import SecretStr
 
 from taskloom.errors import MissingColumnError
 from taskloom.llms import LLM, AsyncLLM
+from taskloom.llms.options import GenerationOptions, OptionError
 from taskloom.registry import load_llm, load_task
 from taskloom.steps import columns_as_dict
 from taskloom.tasks.base import METADATA, Task
@@ -73,10 +75,32 @@ class LLMConformance:
             assert all(g is None or isinstance(g, str) for g in generations)
             statistics = output.get("statistics", {})
             for key in ("input_tokens", "output_tokens"):
-                if key in statistics:
-                    assert len(statistics[key]) == num_generations, f"statistics[{key!r}] per generation"
-                    assert all(isinstance(n, int) and n >= 0 for n in statistics[key])
+                counts = statistics.get(key)
+                if isinstance(counts, list):
+                    assert len(counts) == num_generations, f"statistics[{key!r}]: one count per generation"
+                    assert all(isinstance(n, int) and n >= 0 for n in counts)
+                elif counts is not None:  # one count for all the generations of this input
+                    assert isinstance(counts, int) and counts >= 0, f"statistics[{key!r}] must be counts"
         return outputs
+
+    def test_options_are_declared(self, llm: LLM) -> None:
+        """Options come from one pydantic model: the shared names, each described."""
+        assert issubclass(llm.Options, GenerationOptions)
+        shared = set(GenerationOptions.model_fields)
+        assert shared <= set(llm.Options.model_fields), "keep the shared option names"
+        undocumented = [n for n, f in llm.Options.model_fields.items() if not f.description]
+        assert not undocumented, f"describe every option (Field(description=...)): {undocumented}"
+        for option in llm.options_info():
+            assert option["name"] and option["type"]
+
+    def test_bad_options_are_refused_naming_the_llm(self, llm: LLM) -> None:
+        before = dict(llm.generation_kwargs)
+        for bad in ({"temperature": "hot"}, {"temperature": -1}, {"no_such_option": 1}):
+            with pytest.raises(OptionError) as caught:
+                llm.set_runtime_parameters({"generation_kwargs": bad})
+            message = str(caught.value)
+            assert type(llm).__name__ in message and next(iter(bad)) in message and "Valid options" in message
+            assert llm.generation_kwargs == before, "a refused option leaves the LLM as it was"
 
     def test_model_name(self, llm: LLM) -> None:
         assert isinstance(llm.model_name, str)
@@ -135,6 +159,11 @@ class LLMConformance:
             assert secret not in shown
 
 
+def _llm(task: Task) -> LLM:
+    assert task.llm is not None
+    return task.llm
+
+
 class TaskConformance:
     """Checks every task must pass, run with a scripted LLM so they are fast and exact."""
 
@@ -180,7 +209,7 @@ class TaskConformance:
                     assert row[column] == value, "an output row must carry its own input row"
             for column in scripted.output_columns():
                 assert column in row, f"output column {column!r} missing"
-            assert row["model_name"] == scripted.llm.model_name
+            assert row["model_name"] == _llm(scripted).model_name
             assert f"raw_output_{scripted.name}" in row[METADATA]
             assert f"raw_input_{scripted.name}" in row[METADATA]
 
@@ -211,19 +240,37 @@ class TaskConformance:
         assert required[0] in str(caught.value)
         assert scripted.name in str(caught.value)
 
-    def test_no_text_gives_none_outputs(self, task: Task) -> None:
+    def test_no_text_still_makes_every_row(self, task: Task) -> None:
+        """No text (refused, failed): ``format_output(None, row)`` is called and every row is kept."""
         scripted = self._scripted(task, [None])
-        for row in self._run(scripted, self.rows):
-            assert all(row[c] is None for c in scripted.output_columns())
-            assert row["model_name"] == scripted.llm.model_name
+        out = self._run(scripted, self.rows)
+        assert len(out) == len(self.rows)
+        for row in out:
+            assert all(c in row for c in scripted.output_columns())
+            assert row["model_name"] == _llm(scripted).model_name
+            assert row[METADATA].get(f"raw_output_{scripted.name}") is None
 
     def test_unparsable_reply_keeps_raw_output(self, task: Task) -> None:
-        if self.malformed_reply is None:
-            pytest.skip("set `malformed_reply` to check the parse-failure path")
-        scripted = self._scripted(task, [self.malformed_reply], add_raw_output=False)
-        for row in self._run(scripted, self.rows):
+        """A reply that does not parse: outputs None, the raw text kept even with add_raw_output off.
+
+        With ``malformed_reply`` set, that reply is used; otherwise ``format_output`` is made to
+        fail on a well-formed reply, so the path is always checked.
+        """
+        reply = (
+            self.malformed_reply if self.malformed_reply is not None else next(r for r in self.replies if r is not None)
+        )
+        scripted = self._scripted(task, [reply], add_raw_output=False)
+        failing = (
+            contextlib.nullcontext()
+            if self.malformed_reply is not None
+            else mock.patch.object(type(scripted), "format_output", side_effect=ValueError("unreadable"))
+        )
+        with failing:
+            out = self._run(scripted, self.rows)
+        assert out, "the rows must not be dropped"
+        for row in out:
             assert all(row[c] is None for c in scripted.output_columns())
-            assert row[METADATA][f"raw_output_{scripted.name}"] == self.malformed_reply
+            assert row[METADATA][f"raw_output_{scripted.name}"] == reply
 
     def test_dump_round_trip(self, task: Task) -> None:
         data = task.dump()

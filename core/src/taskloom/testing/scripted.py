@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 from pydantic import Field, PrivateAttr
 
 from taskloom.llms import LLM, AsyncLLM
+from taskloom.llms.options import GenerationOptions
 from taskloom.typing import ChatType, GenerateOutput
 
 Reply = str | None | BaseException
@@ -57,11 +58,12 @@ class _ScriptedMixin:
         return from_list
 
     def _answer_all(
-        self, inputs: Sequence[ChatType], num_generations: int, kwargs: dict[str, Any]
+        self, inputs: Sequence[ChatType], num_generations: int, options: GenerationOptions
     ) -> list[GenerateOutput]:
         script = self._script
         next_reply = self._replies(script)
         outputs: list[GenerateOutput] = []
+        kwargs = options.model_dump(exclude_unset=True)  # the options this call was given
         for chat in inputs:
             script.calls.append({"input": chat, "num_generations": num_generations, "kwargs": kwargs})
             prompt_tokens = sum(_count_tokens(m["content"]) for m in chat)
@@ -100,8 +102,18 @@ _REPLY = Field(
 )
 
 
+class ScriptedOptions(GenerationOptions):
+    """The shared options, recorded with each call; structured output is not one of them."""
+
+    structured_output: None = Field(
+        default=None, description="Not supported: a scripted reply is whatever the script says."
+    )
+
+
 class ScriptedLLM(_ScriptedMixin, LLM):
     """A sync LLM for tests that answers from a list of replies or a function."""
+
+    Options = ScriptedOptions
 
     registry_name: ClassVar[str | None] = "scripted"
 
@@ -114,8 +126,10 @@ class ScriptedLLM(_ScriptedMixin, LLM):
     def model_name(self) -> str:
         return self.model
 
-    def generate(self, inputs: Sequence[ChatType], num_generations: int = 1, **kwargs: Any) -> list[GenerateOutput]:
-        return self._answer_all(inputs, num_generations, kwargs)
+    def complete(
+        self, inputs: list[ChatType], num_generations: int, options: GenerationOptions
+    ) -> list[GenerateOutput]:
+        return self._answer_all(inputs, num_generations, options)
 
 
 class ScriptedAsyncLLM(_ScriptedMixin, AsyncLLM):
@@ -124,6 +138,8 @@ class ScriptedAsyncLLM(_ScriptedMixin, AsyncLLM):
     A reply that is a :class:`~taskloom.errors.GenerationError` instance fails only its own input, as a
     provider's exhausted retries would.
     """
+
+    Options = ScriptedOptions
 
     registry_name: ClassVar[str | None] = "scripted-async"
 
@@ -144,13 +160,13 @@ class ScriptedAsyncLLM(_ScriptedMixin, AsyncLLM):
         """The most requests that were ever in flight at once."""
         return self._max_in_flight
 
-    async def agenerate(self, input: ChatType, num_generations: int = 1, **kwargs: Any) -> GenerateOutput:
+    async def acomplete(self, input: ChatType, num_generations: int, options: GenerationOptions) -> GenerateOutput:
         self._in_flight += 1
         self._max_in_flight = max(self._max_in_flight, self._in_flight)
         try:
             if self.delay:
                 await asyncio.sleep(self.delay)
-            return self._answer_all([input], num_generations, kwargs)[0]
+            return self._answer_all([input], num_generations, options)[0]
         finally:
             self._in_flight -= 1
 

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 from pydantic import Field
 
 from taskloom import Task
-from taskloom.typing import ChatType, Row
+from taskloom.plugin import ChatType, Row
 
 _SYSTEM = (
     "You are a poet who writes only haiku. Answer with the poem alone: exactly three short "
@@ -24,9 +24,7 @@ class HaikuTask(Task):
 
     registry_name: ClassVar[str | None] = "haiku"
 
-    system_prompt: str = Field(
-        default=_SYSTEM, description="System message that sets the poem's form."
-    )
+    system_prompt: str = Field(default=_SYSTEM, description="System message that sets the poem's form.")
 
     @property
     def inputs(self) -> list[str]:

@@ -8,16 +8,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import taskloom
+from taskloom.plugin import hookimpl
 
 if TYPE_CHECKING:
-    from taskloom.registry import TaskRegister
+    from taskloom.plugin import TaskRegister
 
 
-@taskloom.hookimpl
+@hookimpl
 def register_tasks(register: TaskRegister) -> None:
     from taskloom_example_tasks.haiku import HaikuTask
     from taskloom_example_tasks.sentiment import SentimentTask
 
-    register("haiku", HaikuTask)
-    register("sentiment", SentimentTask)
+    register(HaikuTask)
+    register(SentimentTask)

@@ -7,7 +7,7 @@ import re
 from typing import Any, ClassVar
 
 from taskloom import Task
-from taskloom.typing import ChatType, Row
+from taskloom.plugin import ChatType, Row
 
 LABELS = ("positive", "negative", "neutral")
 """The only values the ``sentiment`` column takes (besides None for an unparsable answer)."""

@@ -5,8 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any, ClassVar
 
-from taskloom.steps import StepColumns
-from taskloom.typing import Row
+from taskloom.plugin import Row, StepColumns
 from taskloom_tasks.base import PromptedTask
 from taskloom_tasks.parsing import check_score, field_text, find_score
 

@@ -12,15 +12,23 @@ from __future__ import annotations
 import json
 from functools import cache
 from importlib import resources
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 from pydantic import Field, model_validator
 
 from taskloom import Task
-from taskloom.llms import failed_output
-from taskloom.tasks.base import Call, CallPlan
-from taskloom.templates import compile_template, template_variables
-from taskloom.typing import ChatType, GenerateOutput, Row, Statistics
+from taskloom.plugin import (
+    Call,
+    CallPlan,
+    ChatType,
+    GenerateOutput,
+    Row,
+    Statistics,
+    compile_template,
+    failed_output,
+    template_variables,
+    token_counts,
+)
 from taskloom_tasks.parsing import find_json, is_json_reply
 
 
@@ -117,7 +125,7 @@ class PromptedTask(Task):
         return (
             self.structured_output
             and self.response_schema() is not None
-            and "structured_output" in self.llm.generation_parameters()
+            and self.resolve_llm().accepts("structured_output")
         )
 
     def llm_kwargs(self) -> dict[str, Any]:
@@ -131,7 +139,7 @@ class PromptedTask(Task):
         if reason is not None:  # nothing to judge: the row fails without paying for a call
             return failed_output(self.num_generations, f"task {self.name!r}: {reason}")
         # A schema set on the LLM itself wins, as in llm_kwargs (setdefault).
-        own = "structured_output" in self.llm.generation_kwargs
+        own = "structured_output" in self.resolve_llm().generation_kwargs
         schema = self.row_schema(input) if self.uses_json() and not own else None
         if schema is None:
             return (yield from super().plan(input, chat))
@@ -188,14 +196,13 @@ def replies_json(replies: dict[str, str | None] | list[Any]) -> str:
 def token_sums(outputs: list[GenerateOutput], count: int) -> Statistics:
     """Token counts of several calls for the same ``count`` generations, added per generation."""
 
-    def total(key: Literal["input_tokens", "output_tokens"]) -> list[int]:
-        sums = [0] * count
-        for output in outputs:
-            for index, value in enumerate((output.get("statistics") or {}).get(key, [])[:count]):
-                sums[index] += value or 0
-        return sums
-
-    return {"input_tokens": total("input_tokens"), "output_tokens": total("output_tokens")}
+    inputs, outputs_ = [0] * count, [0] * count
+    for output in outputs:
+        tokens_in, tokens_out = token_counts(output.get("statistics"), count)
+        for index in range(count):
+            inputs[index] += tokens_in[index] or 0
+            outputs_[index] += tokens_out[index] or 0
+    return {"input_tokens": inputs, "output_tokens": outputs_}
 
 
 def text_list(value: Any, column: str, task: str) -> list[Any]:

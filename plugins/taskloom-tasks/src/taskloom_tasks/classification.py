@@ -7,8 +7,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field, model_validator
 
-from taskloom.steps import StepColumns
-from taskloom.typing import Row
+from taskloom.plugin import Row, StepColumns
 from taskloom_tasks.base import PromptedTask
 from taskloom_tasks.parsing import field_text, match_label, mentioned_labels
 

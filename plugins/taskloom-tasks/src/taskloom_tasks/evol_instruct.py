@@ -9,9 +9,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from taskloom.steps import StepColumns
-from taskloom.tasks.base import Call, CallPlan
-from taskloom.typing import ChatType, GenerateOutput, Row
+from taskloom.plugin import Call, CallPlan, ChatType, GenerateOutput, Row, StepColumns, token_counts
 from taskloom_tasks.base import PromptedTask, replies_json
 from taskloom_tasks.parsing import clean_item, find_json
 
@@ -144,8 +142,9 @@ class EvolInstruct(PromptedTask):
             for g, output in zip(live, outputs, strict=True):
                 reply = output["generations"][0]
                 rounds[g].append({"operation": operations[g], "reply": reply})
-                input_tokens[g] += (output["statistics"].get("input_tokens") or [0])[0]
-                output_tokens[g] += (output["statistics"].get("output_tokens") or [0])[0]
+                [tokens_in], [tokens_out] = token_counts(output.get("statistics"), 1)
+                input_tokens[g] += tokens_in or 0
+                output_tokens[g] += tokens_out or 0
                 if output.get("error"):
                     errors.append(str(output["error"]))
                 evolved = evolved_text(reply)

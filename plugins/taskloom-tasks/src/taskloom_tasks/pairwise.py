@@ -8,9 +8,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from taskloom.steps import StepColumns
-from taskloom.tasks.base import Call, CallPlan
-from taskloom.typing import ChatType, GenerateOutput, Row
+from taskloom.plugin import Call, CallPlan, ChatType, GenerateOutput, Row, StepColumns
 from taskloom_tasks.base import PromptedTask, replies_json, text_list, token_sums
 from taskloom_tasks.verdicts import Verdict, find_verdict, swap
 

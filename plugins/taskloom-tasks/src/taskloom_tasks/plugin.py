@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from taskloom import hookimpl
-from taskloom.registry import TaskRegister
+from taskloom.plugin import TaskRegister, hookimpl
 
 
 @hookimpl
@@ -18,13 +17,13 @@ def register_tasks(register: TaskRegister) -> None:
     from taskloom_tasks.self_instruct import SelfInstruct
     from taskloom_tasks.ultrafeedback import UltraFeedback
 
-    register("ultrafeedback", UltraFeedback)
-    register("prometheus-eval", PrometheusEval)
-    register("pairwise-judge", PairwiseJudge)
-    register("quality-scorer", QualityScorer)
-    register("complexity-scorer", ComplexityScorer)
-    register("rubric-judge", RubricJudge)
-    register("self-instruct", SelfInstruct)
-    register("evol-instruct", EvolInstruct)
-    register("instruction-backtranslation", InstructionBacktranslation)
-    register("text-classification", TextClassification)
+    register(UltraFeedback)
+    register(PrometheusEval)
+    register(PairwiseJudge)
+    register(QualityScorer)
+    register(ComplexityScorer)
+    register(RubricJudge)
+    register(SelfInstruct)
+    register(EvolInstruct)
+    register(InstructionBacktranslation)
+    register(TextClassification)

@@ -11,8 +11,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from taskloom.steps import StepColumns
-from taskloom.typing import Row
+from taskloom.plugin import Row, StepColumns
 from taskloom_tasks.base import PromptedTask, text_list
 from taskloom_tasks.parsing import check_score, find_score
 from taskloom_tasks.verdicts import find_verdict

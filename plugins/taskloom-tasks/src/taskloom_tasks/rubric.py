@@ -6,9 +6,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field, model_validator
 
-from taskloom.steps import StepColumns
-from taskloom.tasks.text_generation import OutputSchema
-from taskloom.typing import Row
+from taskloom.plugin import OutputSchema, Row, StepColumns
 from taskloom_tasks.base import PromptedTask
 from taskloom_tasks.schema_check import check_object
 

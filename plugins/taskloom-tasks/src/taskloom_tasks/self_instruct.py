@@ -6,8 +6,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from taskloom.steps import StepColumns
-from taskloom.typing import Row
+from taskloom.plugin import Row, StepColumns
 from taskloom_tasks.base import PromptedTask, text_list
 from taskloom_tasks.parsing import list_items
 

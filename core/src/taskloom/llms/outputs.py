@@ -1,0 +1,38 @@
+"""Reading what an LLM returned: token counts per generation, whichever way they were reported."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+
+def split_evenly(total: int, parts: int) -> list[int]:
+    """``total`` as ``parts`` integers that differ by at most one and add up to ``total``."""
+    if parts <= 0:
+        return []
+    share, rest = divmod(max(total, 0), parts)
+    return [share + (1 if i < rest else 0) for i in range(parts)]
+
+
+def _per_generation(value: Any, n: int) -> list[int | None]:
+    if isinstance(value, bool):
+        return [None] * n
+    if isinstance(value, int):
+        value = [value]
+    if not isinstance(value, list | tuple):
+        return [None] * n
+    counts = [v if isinstance(v, int) and not isinstance(v, bool) else None for v in value]
+    if len(counts) == 1 and n > 1 and counts[0] is not None:
+        # One count for all n generations (an API answering n choices at once): split it, so that
+        # every generation has counts and their sum is what was reported (not n times it).
+        return list(split_evenly(counts[0], n))
+    return (counts + [None] * n)[:n]
+
+
+def token_counts(statistics: Mapping[str, Any] | None, n: int) -> tuple[list[int | None], list[int | None]]:
+    """Input and output tokens of each of ``n`` generations (None where nothing was reported)."""
+    statistics = statistics or {}
+    return (
+        _per_generation(statistics.get("input_tokens"), n),
+        _per_generation(statistics.get("output_tokens"), n),
+    )

@@ -1,0 +1,159 @@
+"""Everything a plugin author needs, from one module: ``from taskloom.plugin import ...``.
+
+A provider, a task pack or a step package imports from here (or from ``taskloom`` itself) and
+from nowhere else in core, so core's modules can move without breaking a plugin. The names are
+imported on first use, so importing this module costs nothing.
+
+    from taskloom.plugin import GenerationOptions, HTTPLLM, Reply, hookimpl
+
+Hook implementations receive typed register objects (``LLMRegister``, ``TaskRegister``...); call
+``register(MyClass)``: the name is the class's ``registry_name``, written once.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from taskloom._lazy import lazy_getattr
+
+if TYPE_CHECKING:
+    from taskloom.component import Component, RuntimeParameter
+    from taskloom.errors import (
+        AuthenticationError,
+        BadRequestError,
+        GenerationError,
+        MissingColumnError,
+        OverloadedError,
+        RateLimitError,
+        RequestTimeoutError,
+        RetryableError,
+        ServerError,
+        TaskloomError,
+    )
+    from taskloom.hookspecs import hookimpl
+    from taskloom.llms.async_llm import AsyncLLM, failed_output
+    from taskloom.llms.base import LLM
+    from taskloom.llms.http import HTTPLLM, Reply, error_for_status, redact, retry_after
+    from taskloom.llms.options import GenerationOptions, OptionError, OutputSchema, json_schema_of
+    from taskloom.llms.outputs import split_evenly, token_counts
+    from taskloom.pipeline.base import Sink, SinkWriter, Source
+    from taskloom.registry import LLMRegister, SinkRegister, SourceRegister, StepRegister, TaskRegister
+    from taskloom.steps import JoinStep, Step, StepColumns, columns_as_dict
+    from taskloom.tasks.base import METADATA, Task, row_errors
+    from taskloom.templates import compile_template, template_variables
+    from taskloom.typing import ChatMessage, ChatType, GenerateOutput, Row, Statistics
+    from taskloom.work import Call, CallPlan
+
+_LAZY = {
+    "Component": "taskloom.component",
+    "RuntimeParameter": "taskloom.component",
+    "AuthenticationError": "taskloom.errors",
+    "BadRequestError": "taskloom.errors",
+    "GenerationError": "taskloom.errors",
+    "MissingColumnError": "taskloom.errors",
+    "OverloadedError": "taskloom.errors",
+    "RateLimitError": "taskloom.errors",
+    "RequestTimeoutError": "taskloom.errors",
+    "RetryableError": "taskloom.errors",
+    "ServerError": "taskloom.errors",
+    "TaskloomError": "taskloom.errors",
+    "hookimpl": "taskloom.hookspecs",
+    "AsyncLLM": "taskloom.llms.async_llm",
+    "failed_output": "taskloom.llms.async_llm",
+    "LLM": "taskloom.llms.base",
+    "HTTPLLM": "taskloom.llms.http",
+    "Reply": "taskloom.llms.http",
+    "error_for_status": "taskloom.llms.http",
+    "redact": "taskloom.llms.http",
+    "retry_after": "taskloom.llms.http",
+    "GenerationOptions": "taskloom.llms.options",
+    "OptionError": "taskloom.llms.options",
+    "OutputSchema": "taskloom.llms.options",
+    "json_schema_of": "taskloom.llms.options",
+    "split_evenly": "taskloom.llms.outputs",
+    "token_counts": "taskloom.llms.outputs",
+    "Sink": "taskloom.pipeline.base",
+    "SinkWriter": "taskloom.pipeline.base",
+    "Source": "taskloom.pipeline.base",
+    "LLMRegister": "taskloom.registry",
+    "SinkRegister": "taskloom.registry",
+    "SourceRegister": "taskloom.registry",
+    "StepRegister": "taskloom.registry",
+    "TaskRegister": "taskloom.registry",
+    "JoinStep": "taskloom.steps",
+    "Step": "taskloom.steps",
+    "StepColumns": "taskloom.steps",
+    "columns_as_dict": "taskloom.steps",
+    "METADATA": "taskloom.tasks.base",
+    "Task": "taskloom.tasks.base",
+    "row_errors": "taskloom.tasks.base",
+    "compile_template": "taskloom.templates",
+    "template_variables": "taskloom.templates",
+    "ChatMessage": "taskloom.typing",
+    "ChatType": "taskloom.typing",
+    "GenerateOutput": "taskloom.typing",
+    "Row": "taskloom.typing",
+    "Statistics": "taskloom.typing",
+    "Call": "taskloom.work",
+    "CallPlan": "taskloom.work",
+}
+
+__all__ = [
+    "HTTPLLM",
+    "LLM",
+    "METADATA",
+    "AsyncLLM",
+    "AuthenticationError",
+    "BadRequestError",
+    "Call",
+    "CallPlan",
+    "ChatMessage",
+    "ChatType",
+    "Component",
+    "GenerateOutput",
+    "GenerationError",
+    "GenerationOptions",
+    "JoinStep",
+    "LLMRegister",
+    "MissingColumnError",
+    "OptionError",
+    "OutputSchema",
+    "OverloadedError",
+    "RateLimitError",
+    "Reply",
+    "RequestTimeoutError",
+    "RetryableError",
+    "Row",
+    "RuntimeParameter",
+    "ServerError",
+    "Sink",
+    "SinkRegister",
+    "SinkWriter",
+    "Source",
+    "SourceRegister",
+    "Statistics",
+    "Step",
+    "StepColumns",
+    "StepRegister",
+    "Task",
+    "TaskRegister",
+    "TaskloomError",
+    "columns_as_dict",
+    "compile_template",
+    "error_for_status",
+    "failed_output",
+    "hookimpl",
+    "json_schema_of",
+    "redact",
+    "retry_after",
+    "row_errors",
+    "split_evenly",
+    "template_variables",
+    "token_counts",
+]
+
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())
+
+
+def __dir__() -> list[str]:
+    return __all__
