@@ -3,13 +3,14 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 # Every installable package in the repo: core first (with its optional extras, so the Parquet and
-# Dataset sources and sinks are tested), then each plugin folder with a pyproject.
-PACKAGES := core[yaml,parquet,datasets] $(sort $(dir $(wildcard plugins/*/pyproject.toml)))
+# Dataset sources and sinks are tested), then each plugin folder with a pyproject, then the example
+# provider of docs/writing-an-llm-plugin.md (tested as an installed package).
+PACKAGES := core[yaml,parquet,datasets] $(sort $(dir $(wildcard plugins/*/pyproject.toml))) examples/taskloom-acme-chat
 STAMP := $(VENV)/.installed
 
 .PHONY: install test lint typecheck demo bench docs clean
 
-$(STAMP): requirements-dev.txt $(wildcard core/pyproject.toml plugins/*/pyproject.toml)
+$(STAMP): requirements-dev.txt $(wildcard core/pyproject.toml plugins/*/pyproject.toml examples/taskloom-acme-chat/pyproject.toml)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(foreach p,$(PACKAGES),-e './$(p)') -r requirements-dev.txt
@@ -22,6 +23,7 @@ install: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy

@@ -50,7 +50,9 @@ print(json.dumps({
 def _time_once(statement: str) -> float:
     out = subprocess.run(
         [sys.executable, "-c", _TIMER.format(stmt=statement)],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     return float(out.strip())
 
@@ -89,18 +91,12 @@ def report(result: dict[str, Any]) -> None:
     for key, statement in STATEMENTS.items():
         print(f"  {statement:<34} {medians[key] * 1e3:8.2f} ms")
     status = "met" if result["ratio_met"] else "MISSED"
-    print(
-        f"  ratio taskloom / pydantic: {result['ratio']:.2f}x "
-        f"(target <= {result['target_ratio']}x): {status}"
-    )
+    print(f"  ratio taskloom / pydantic: {result['ratio']:.2f}x (target <= {result['target_ratio']}x): {status}")
     print(f"  ratio on first use (Task / BaseModel), for information: {result['first_use_ratio']:.2f}x")
     if result["clean"]:
         print(f"  after `import taskloom`: no taskloom_* plugin module, none of {', '.join(NOT_ON_IMPORT)}")
     else:
-        print(
-            "  MISSED: `import taskloom` imported "
-            + ", ".join(result["leaked_plugins"] + result["leaked_modules"])
-        )
+        print("  MISSED: `import taskloom` imported " + ", ".join(result["leaked_plugins"] + result["leaked_modules"]))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,13 +1,11 @@
 """Throughput of ``get_llm("openai").generate`` against plain asyncio over the same client.
 
 Both sides talk to ``latency_server.py`` (every answer after a fixed 200 ms, in its own
-process) with 256 requests in flight over the same client. The baseline is the least code that
-can do it: ``asyncio.gather`` under a semaphore of 256. By default taskloom posts chat
-completions with its own aiohttp session (``client="direct"``), so the headline baseline is
-plain aiohttp; with ``client="sdk"`` it goes through ``AsyncOpenAI`` over the SDK's aiohttp
-transport, compared with the same SDK client in plain asyncio. The ratio of rows per second
-(target: at least 0.9x) and the client CPU per request of each are measured in the same run,
-alternating, best of ``--repeat``.
+process) with 256 requests in flight. taskloom's OpenAI provider posts chat completions with
+core's HTTP base (one aiohttp session per event loop), so the baseline is the least code that
+can do the same over plain aiohttp: ``asyncio.gather`` under a semaphore of 256. The ratio of
+rows per second (target: at least 0.9x) and the client CPU per request of each are measured in
+the same run, alternating, best of ``--repeat``.
 
     .venv/bin/python bench/openai_throughput.py [--requests 1000] [--concurrency 256]
 """
@@ -16,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import functools
 import socket
 import subprocess
 import sys
@@ -55,10 +52,8 @@ def chats(count: int) -> list[list[dict[str, str]]]:
     return [[{"role": "user", "content": f"Question {i}: what is {i} + {i}?"}] for i in range(count)]
 
 
-def run_baseline(base_url: str, requests: int, concurrency: int, client: str = "direct") -> tuple[float, float]:
-    """Plain asyncio: gather under a semaphore over the client taskloom uses (aiohttp, or the SDK)."""
-    if client == "sdk":
-        return _run_sdk_baseline(base_url, requests, concurrency)
+def run_baseline(base_url: str, requests: int, concurrency: int) -> tuple[float, float]:
+    """Plain asyncio: gather under a semaphore over the client taskloom uses (aiohttp)."""
     import json
 
     import aiohttp
@@ -70,9 +65,10 @@ def run_baseline(base_url: str, requests: int, concurrency: int, client: str = "
         async with aiohttp.ClientSession(headers=headers, connector=aiohttp.TCPConnector(limit=0)) as session:
 
             async def one(chat: list[dict[str, str]]) -> Any:
-                async with semaphore, session.post(
-                    url, json={"model": "latency", "messages": chat, "max_tokens": 16}
-                ) as response:
+                async with (
+                    semaphore,
+                    session.post(url, json={"model": "latency", "messages": chat, "max_tokens": 16}) as response,
+                ):
                     body = json.loads(await response.read())
                     return body["choices"][0]["message"]["content"]
 
@@ -84,30 +80,7 @@ def run_baseline(base_url: str, requests: int, concurrency: int, client: str = "
     return time.perf_counter() - start, time.process_time() - cpu
 
 
-def _run_sdk_baseline(base_url: str, requests: int, concurrency: int) -> tuple[float, float]:
-    import openai
-
-    async def main() -> None:
-        client = openai.AsyncOpenAI(
-            api_key="bench", base_url=f"{base_url}/v1", max_retries=0, http_client=openai.DefaultAioHttpClient()
-        )
-        semaphore = asyncio.Semaphore(concurrency)
-
-        async def one(chat: list[dict[str, str]]) -> Any:
-            async with semaphore:
-                response = await client.chat.completions.create(model="latency", messages=chat, max_tokens=16)  # type: ignore[arg-type]
-                return response.choices[0].message.content
-
-        texts = await asyncio.gather(*(one(chat) for chat in chats(requests)))
-        assert all(texts)
-        await client.close()
-
-    start, cpu = time.perf_counter(), time.process_time()
-    asyncio.run(main())
-    return time.perf_counter() - start, time.process_time() - cpu
-
-
-def run_taskloom(base_url: str, requests: int, concurrency: int, client: str = "direct") -> tuple[float, float]:
+def run_taskloom(base_url: str, requests: int, concurrency: int) -> tuple[float, float]:
     from taskloom import get_llm
 
     llm = get_llm(
@@ -116,7 +89,6 @@ def run_taskloom(base_url: str, requests: int, concurrency: int, client: str = "
         base_url=f"{base_url}/v1",
         api_key="bench",
         max_concurrency=concurrency,
-        client=client,
     )
     llm.load()
     start, cpu = time.perf_counter(), time.process_time()
@@ -130,12 +102,7 @@ def run_taskloom(base_url: str, requests: int, concurrency: int, client: str = "
 def measure(requests: int = 1000, concurrency: int = 256, delay: float = 0.2, repeat: int = 3) -> dict[str, Any]:
     process, url = start_server(delay)
     try:
-        runners = {
-            "baseline": functools.partial(run_baseline, client="direct"),
-            "taskloom": functools.partial(run_taskloom, client="direct"),
-            "sdk baseline": functools.partial(run_baseline, client="sdk"),
-            "taskloom sdk": functools.partial(run_taskloom, client="sdk"),
-        }
+        runners = {"baseline": run_baseline, "taskloom": run_taskloom}
         for runner in runners.values():  # warm every path: imports, connection pools
             runner(url, 50, concurrency)
         best: dict[str, tuple[float, float]] = {}
@@ -155,7 +122,6 @@ def measure(requests: int = 1000, concurrency: int = 256, delay: float = 0.2, re
         "rows_per_s": rate,
         "cpu_ms_per_request": {name: cpu / requests * 1e3 for name, (_, cpu) in best.items()},
         "ratio": rate["taskloom"] / rate["baseline"],
-        "sdk_ratio": rate["taskloom sdk"] / rate["sdk baseline"],
         "target_ratio": TARGET_RATIO,
         "met": rate["taskloom"] / rate["baseline"] >= TARGET_RATIO,
         "ceiling": concurrency / delay,
@@ -167,14 +133,13 @@ def report(result: dict[str, Any]) -> None:
         f"openai provider, {result['requests']} requests, {result['concurrency']} in flight, "
         f"server latency {result['delay'] * 1e3:.0f} ms (ceiling {result['ceiling']:.0f} rows/s), best of runs:"
     )
-    for name in ("baseline", "taskloom", "sdk baseline", "taskloom sdk"):
+    for name in ("baseline", "taskloom"):
         print(
             f"  {name:<12} {result['rows_per_s'][name]:8.1f} rows/s   "
             f"client CPU {result['cpu_ms_per_request'][name]:.3f} ms/request"
         )
     status = "met" if result["met"] else "MISSED"
     print(f"  ratio taskloom / plain asyncio (aiohttp): {result['ratio']:.2f}x (target >= {TARGET_RATIO}x): {status}")
-    print(f"  with client='sdk': taskloom / plain asyncio over AsyncOpenAI: {result['sdk_ratio']:.2f}x")
 
 
 def main() -> None:

@@ -39,10 +39,7 @@ class ConstantLLM(LLM):
     def complete(self, inputs: Sequence[ChatType], num_generations: int, options: Any) -> list[GenerateOutput]:
         texts: list[str | None] = [REPLY] * num_generations
         zeros = [0] * num_generations
-        return [
-            {"generations": texts, "statistics": {"input_tokens": zeros, "output_tokens": zeros}}
-            for _ in inputs
-        ]
+        return [{"generations": texts, "statistics": {"input_tokens": zeros, "output_tokens": zeros}} for _ in inputs]
 
 
 def make_batches(rows: int, batch: int) -> Batches:
@@ -116,10 +113,7 @@ def measure(rows: int = 100_000, batch: int = 1_000, repeat: int = 3) -> dict[st
 
 
 def report(result: dict[str, Any]) -> None:
-    print(
-        f"task overhead, {result['rows']:,} rows in batches of {result['batch']:,}, "
-        f"best of {result['repeat']}:"
-    )
+    print(f"task overhead, {result['rows']:,} rows in batches of {result['batch']:,}, best of {result['repeat']}:")
     status = "met" if result["met"] else "MISSED"
     print(
         f"  text-generation, 1 generation/row         {result['us_per_row']:7.2f} us/row "

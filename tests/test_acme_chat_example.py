@@ -14,10 +14,10 @@ import subprocess
 import sys
 import textwrap
 from importlib.metadata import entry_points
-from pathlib import Path
 from typing import Any, Literal
 
 import pytest
+from llama_server_fixture import LlamaServer  # scripts/ is on sys.path (the repo's conftest.py)
 from pydantic import BaseModel
 
 from taskloom import get_llm, get_task, load_llm
@@ -26,12 +26,6 @@ from taskloom.registry import get_registry
 from taskloom.retry import RetryPolicy
 from taskloom.testing.conformance import LLMConformance
 from taskloom.testing.http import Reply, ScriptedServer
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-
-from llama_server_fixture import LlamaServer, llama_server
-
-__all__ = ["llama_server"]  # the session fixture, re-exported so pytest finds it in this module
 
 CHAT = [{"role": "user", "content": "What is the capital of Spain?"}]
 KEY = "sk-acme-test-0123456789"

@@ -173,21 +173,36 @@ def example_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-@pytest.mark.parametrize("block", [b for _, b in EXAMPLES], ids=[where for where, _ in EXAMPLES])
-def test_python_example_runs(block: Block, tmp_path: Path) -> None:
+def check_example(block: Block, folder: Path) -> None:
+    """Run one block as a script in ``folder``; skip it if marked not-run, fail if it fails."""
     if block.not_run is not None:
         pytest.skip(f"not-run: {block.not_run}")
-    script = tmp_path / "example.py"
+    script = folder / "example.py"
     script.write_text(block.code, encoding="utf-8")
     result = subprocess.run(
         [sys.executable, str(script)],
-        cwd=tmp_path,
-        env=example_env(tmp_path),
+        cwd=folder,
+        env=example_env(folder),
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert result.returncode == 0, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+
+
+def test_a_failing_block_fails_unless_marked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(AssertionError, match="needs a key"):
+        check_example(Block(1, "python", "raise SystemExit('needs a key')\n"), tmp_path)
+    with pytest.raises(pytest.skip.Exception, match="not-run: needs a key"):
+        check_example(Block(1, "python", "raise SystemExit(1)\n", "needs a key"), tmp_path)
+    monkeypatch.setenv("ACME_API_KEY", "sk-live")  # a developer's key does not make a block pass
+    with pytest.raises(AssertionError):
+        check_example(Block(1, "python", "import os\nos.environ['ACME_API_KEY']\n"), tmp_path)
+
+
+@pytest.mark.parametrize("block", [b for _, b in EXAMPLES], ids=[where for where, _ in EXAMPLES])
+def test_python_example_runs(block: Block, tmp_path: Path) -> None:
+    check_example(block, tmp_path)
 
 
 def test_plugin_guide_opens_with_the_example_package() -> None:

@@ -21,9 +21,7 @@ print(json.dumps(sorted(set(sys.modules) - before)))
 
 
 def _modules_imported_by_import_taskloom() -> list[str]:
-    result = subprocess.run(
-        [sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=60, check=True
-    )
+    result = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=60, check=True)
     modules: list[str] = json.loads(result.stdout)
     return modules
 

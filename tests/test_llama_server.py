@@ -3,18 +3,11 @@
 from __future__ import annotations
 
 import json
-import sys
 import urllib.request
-from pathlib import Path
 from typing import Any
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-
-from llama_server_fixture import LlamaServer, llama_server
-
-__all__ = ["llama_server"]  # the fixture, re-exported so pytest finds it in this module
+from llama_server_fixture import LlamaServer  # scripts/ is on sys.path (the repo's conftest.py)
 
 pytestmark = pytest.mark.llama_server
 

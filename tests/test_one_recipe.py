@@ -137,7 +137,9 @@ def mapped_pipeline(llm: Any) -> Pipeline:
 
 def test_a_mapping_heavy_pipeline_is_the_same_through_every_driver(tmp_path: Path) -> None:
     rows = [{"question": "2+2?", "instruction": "kept as is"}, {"question": "Capital of Italy?", "instruction": "x"}]
-    by_run = list(mapped_pipeline(ScriptedAsyncLLM(reply=reply, model="scripted")).run(source=rows, output=tmp_path / "r").rows())
+    by_run = list(
+        mapped_pipeline(ScriptedAsyncLLM(reply=reply, model="scripted")).run(source=rows, output=tmp_path / "r").rows()
+    )
 
     by_process = [dict(r) for r in rows]
     for step in mapped_pipeline(ScriptedLLM(reply=reply)).steps.values():

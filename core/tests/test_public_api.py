@@ -44,6 +44,33 @@ def test_resolving_a_name_leaves_the_heavy_helpers_unimported() -> None:
     assert out.strip() == "[]"
 
 
+def test_the_plugin_surface_is_cheap_and_complete() -> None:
+    """``taskloom.plugin`` imports nothing until a name is used, and every name it lists resolves."""
+    code = (
+        "import sys, taskloom.plugin as p; print(sorted(m for m in sys.modules if m.startswith('taskloom.') "
+        "and m not in ('taskloom._lazy', 'taskloom._version', 'taskloom.plugin')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    import taskloom.plugin
+
+    for name in taskloom.plugin.__all__:
+        assert getattr(taskloom.plugin, name) is not None, name
+
+
+def test_plugins_import_core_only_through_its_public_surface() -> None:
+    """A plugin's sources use ``taskloom`` / ``taskloom.plugin``, so core's modules can move."""
+    import re
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    sources = [*repo.glob("plugins/*/src/**/*.py"), *repo.glob("examples/*/src/**/*.py"), *repo.glob("examples/*/*.py")]
+    assert sources
+    private = re.compile(r"^\s*(?:from|import) taskloom\.(?!plugin\b)[\w.]+", re.M)
+    offenders = {str(p.relative_to(repo)): private.findall(p.read_text()) for p in sources}
+    assert not {path: found for path, found in offenders.items() if found}
+
+
 class TestTextGenerationConformance(TaskConformance):
     rows = [{"instruction": "What is 2+2?"}, {"instruction": "Name a colour.", "system_prompt": "Be brief."}]
 

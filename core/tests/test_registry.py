@@ -271,7 +271,9 @@ def register_tasks(register):
     register("other-name", Named)
 """
     site.install("twice-pkg", {"twice": "twice_plugin"}, {"twice_plugin": source})
-    with pytest.raises(UnknownNameError, match=r"twice-pkg 1\.0.*registers Named as 'other-name'.*registry_name = 'named-task'"):
+    with pytest.raises(
+        UnknownNameError, match=r"twice-pkg 1\.0.*registers Named as 'other-name'.*registry_name = 'named-task'"
+    ):
         get_task("other-name", llm=ScriptedLLM())
     from taskloom.registry import TaskRegister
 
@@ -353,3 +355,40 @@ def test_core_requirement_check_agrees_with_packaging(spec: str, monkeypatch) ->
     else:
         with pytest.raises(PluginError, match="requires taskloom"):
             plugins.check_core_requirement(ep)  # type: ignore[arg-type]
+
+
+OLD_STYLE_PROVIDER = '''
+import taskloom
+from taskloom import LLM
+
+
+class OldLLM(LLM):
+    registry_name = "old-style"
+    model_name: str = "old"
+
+    def generate(self, inputs, num_generations=1, temperature=1.0):
+        """Answer.
+
+        Args:
+            temperature: sampling temperature.
+        """
+        return []
+
+
+@taskloom.hookimpl
+def register_llms(register):
+    register(OldLLM)
+'''
+
+
+def test_a_provider_on_the_old_contract_is_reported_with_what_to_change(site: Any) -> None:
+    """Options as keyword parameters of generate(): refused when the plugin loads, not deep in a run."""
+    site.install("old-provider", {"old-style": "old_provider"}, {"old_provider": OLD_STYLE_PROVIDER})
+    with pytest.raises(UnknownNameError) as caught:
+        get_llm("old-style")
+    message = str(caught.value)
+    assert "old-provider 1.0" in message and "complete(self, inputs, num_generations, options)" in message
+    assert "class Options(GenerationOptions)" in message
+    [record] = [r for r in list_plugins() if r.package == "old-provider"]
+    assert record.status == "failed" and "writing-an-llm-plugin" in (record.error or "")
+    assert get_llm("scripted").model_name == "scripted", "the other plugins still work"

@@ -1,4 +1,4 @@
-"""The Task behaviour SPEC-tasks.md promises, checked row by row."""
+"""The Task behaviour docs/task-semantics.md promises, checked row by row."""
 
 from __future__ import annotations
 

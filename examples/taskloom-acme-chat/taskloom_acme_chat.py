@@ -38,7 +38,7 @@ class AcmeLLM(HTTPLLM):
             body["response_format"] = {"type": "json_schema", "json_schema": schema}
         return body
 
-    def parse(self, body: Any) -> Reply:
+    def parse(self, body: Any, options: Any) -> Reply:
         usage = body.get("usage") or {}
         return Reply(
             texts=[choice["message"]["content"] for choice in body["choices"]],

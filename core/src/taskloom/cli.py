@@ -99,6 +99,46 @@ def _cmd_task_detail(name: str, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_llm_detail(name: str, args: argparse.Namespace) -> int:
+    """One provider in full: its fields, its generation options with types, ranges and defaults."""
+    import inspect
+
+    from taskloom.llms.options import describe_field
+    from taskloom.registry import get_llm_class
+
+    cls = get_llm_class(name)
+    info = _describe_class("llm", name, cls)
+    info["doc"] = inspect.getdoc(cls) or ""
+    info["fields"] = [
+        {**describe_field(field_name, field), "required": field.is_required()}
+        for field_name, field in cls.model_fields.items()
+        if field_name != "generation_kwargs"
+    ]
+    info["options"] = cls.options_info()
+    key_env = getattr(cls, "api_key_env", None)
+    info["api_key_env"] = key_env
+    if args.json:
+        print(json.dumps(info, indent=2, default=repr))
+        return 0
+    print(f"{name}  ({info['package']} {info['version']})\n")
+    print(info["doc"] + "\n")
+    if key_env:
+        print(f"Key: ${key_env} (or api_key=...)\n")
+    print("Fields:")
+    rows = [
+        [f["name"], f["type"], "(required)" if f["required"] else _short(repr(f["default"]), 24), f["description"]]
+        for f in info["fields"]
+    ]
+    print(format_table(rows, ["NAME", "TYPE", "DEFAULT", "DESCRIPTION"]))
+    print("\nGeneration options (generation_kwargs, or --set STEP.llm.generation_kwargs.NAME=VALUE):")
+    rows = [
+        [o["name"], o["type"], o["range"] or "-", _short(repr(o["default"]), 24), o["description"]]
+        for o in info["options"]
+    ]
+    print(format_table(rows, ["OPTION", "TYPE", "RANGE", "DEFAULT", "DESCRIPTION"]))
+    return 0
+
+
 def _cmd_plugins(args: argparse.Namespace) -> int:
     from taskloom.registry import list_plugins
 
@@ -133,6 +173,7 @@ def _cmd_list(kind: str, args: argparse.Namespace) -> int:
         rows = [[d["name"], d["package"], d["description"]] for d in described]
         print(format_table(rows, ["LLM", "PACKAGE", "DESCRIPTION"]))
         print(f"\nDefault LLM: {_default_llm_line()}")
+        print("(`taskloom llms NAME` shows one provider in full: its fields and generation options)")
     return 0
 
 
@@ -324,8 +365,9 @@ def build_parser() -> argparse.ArgumentParser:
     tasks.set_defaults(run=lambda a: _cmd_task_detail(a.name, a) if a.name else _cmd_list("task", a))
 
     llms = commands.add_parser("llms", help="installed LLM providers")
+    llms.add_argument("name", nargs="?", help="show one provider in full: fields, options, defaults")
     llms.add_argument("--json", action="store_true", help="print JSON for scripts")
-    llms.set_defaults(run=lambda a: _cmd_list("llm", a))
+    llms.set_defaults(run=lambda a: _cmd_llm_detail(a.name, a) if a.name else _cmd_list("llm", a))
 
     config = commands.add_parser("config", help="the config file and the default LLM, with where it comes from")
     config.add_argument("--json", action="store_true", help="print JSON for scripts")

@@ -11,8 +11,6 @@ SCRIPTS = Path(__file__).resolve().parents[3] / "scripts"
 if str(SCRIPTS) not in sys.path:
     sys.path.insert(0, str(SCRIPTS))
 
-from llama_server_fixture import llama_server  # noqa: E402, F401
-
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "llama_server: needs the real llama-server (built once, cached)")

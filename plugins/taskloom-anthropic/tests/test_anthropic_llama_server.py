@@ -41,7 +41,7 @@ def llm(llama_server: Any) -> Iterator[AnthropicLLM]:
 
 
 def raw_messages(base_url: str, body: dict[str, Any]) -> dict[str, Any]:
-    """The same request, sent without the SDK, for the server's own usage figures."""
+    """The same request, sent by hand, for the server's own usage figures."""
     request = urllib.request.Request(
         f"{base_url}/v1/messages",
         data=json.dumps(body).encode(),
@@ -119,6 +119,14 @@ def test_stop_sequences_are_honoured(llm: AnthropicLLM) -> None:
     assert stopped["generations"][0] is not None
     assert "\n" not in stopped["generations"][0]
     assert stopped["statistics"]["output_tokens"][0] < free["statistics"]["output_tokens"][0]
+
+
+def test_top_k_reaches_the_server(llm: AnthropicLLM) -> None:
+    """top_k=1 leaves one candidate per step: at full temperature it must still answer like greedy decoding."""
+    chat = [{"role": "user", "content": "Write one sentence about the sea."}]
+    [greedy] = llm.generate([chat], max_new_tokens=20, temperature=0)
+    [top1] = llm.generate([chat], max_new_tokens=20, temperature=1.0, top_k=1)
+    assert top1["generations"] == greedy["generations"]
 
 
 def test_structured_output_request_is_accepted_and_text_kept(llm: AnthropicLLM) -> None:

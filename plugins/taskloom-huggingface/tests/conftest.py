@@ -11,7 +11,6 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "scripts"))
 
 from huggingface_scripted_http import Reply, ScriptedServer
-from llama_server_fixture import llama_server  # noqa: F401
 
 
 def pytest_configure(config: pytest.Config) -> None:

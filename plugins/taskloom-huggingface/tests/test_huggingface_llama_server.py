@@ -1,7 +1,7 @@
 """Against a real llama.cpp ``llama-server`` (SmolLM2-135M): the success paths, end to end.
 
-The client is pointed at the server root (``base_url``), the way a TGI server or an Inference
-Endpoint is used; ``huggingface_hub`` appends ``/v1/chat/completions``.
+The LLM is pointed at the server root (``base_url``), the way a TGI server or an Inference
+Endpoint is used; the plugin posts to ``<root>/v1/chat/completions``.
 """
 
 from __future__ import annotations
@@ -62,11 +62,23 @@ def test_base_url_ending_in_v1(llama_server: LlamaServer) -> None:
 
 
 def test_num_generations(llm: HuggingFaceLLM) -> None:
-    outputs = llm.generate([CHAT], num_generations=3, temperature=1.0, seed=1, **SHORT)
+    outputs = llm.generate([CHAT], num_generations=3, temperature=1.0, **SHORT)
     for out in outputs:
         assert len(out["generations"]) == 3
         assert all(isinstance(g, str) and g.strip() for g in out["generations"])
         assert len(out["statistics"]["output_tokens"]) == 3
+        assert "error" not in out and "errors" not in out
+
+
+def test_seeded_generation_i_is_the_servers_answer_for_seed_plus_i(
+    llama_server: LlamaServer, llm: HuggingFaceLLM
+) -> None:
+    chat = [{"role": "user", "content": "Write one sentence about the sea."}]
+    [out] = llm.generate([chat], num_generations=3, temperature=1.0, seed=11, **SHORT)
+    for i, text in enumerate(out["generations"]):
+        raw = raw_chat(llama_server, {"messages": chat, "max_tokens": 16, "temperature": 1.0, "seed": 11 + i})
+        assert text == raw["choices"][0]["message"]["content"], f"generation {i} was not sampled with seed {11 + i}"
+    assert len(set(out["generations"])) > 1, "seeds seed + i should sample different answers"
 
 
 def test_system_prompt_reaches_the_model(llama_server: LlamaServer, llm: HuggingFaceLLM) -> None:

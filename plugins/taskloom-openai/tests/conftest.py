@@ -11,8 +11,6 @@ from openai_scripted_http import ScriptedServer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "scripts"))
 
-from llama_server_fixture import llama_server  # noqa: F401
-
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "llama_server: tests against a real llama.cpp server")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -45,7 +46,8 @@ def test_submit_poll_collect(fake: FakeBatchAPI) -> None:
     finally:
         llm.unload()
     assert [o["generations"] for o in outputs] == [[f"request-{i} answer 0", f"request-{i} answer 1"] for i in range(3)]
-    assert outputs[0]["statistics"] == {"input_tokens": [10, 10], "output_tokens": [3, 3]}
+    # One result's usage, split over its choices (as for live requests): the sums are the server's.
+    assert outputs[0]["statistics"] == {"input_tokens": [5, 5], "output_tokens": [3, 3]}
     [batch_id] = fake.batches
     assert fake.batches[batch_id]["polls"] == 4  # in progress three times, then completed
     lines = fake.requests_of(batch_id)
@@ -70,6 +72,30 @@ def test_failed_requests_are_recorded_per_row(fake: FakeBatchAPI) -> None:
     assert outputs[1]["generations"] == [None]
     assert "context too long" in outputs[1]["error"]
     assert outputs[2]["generations"] == ["request-2 answer 0"]
+
+
+def test_a_result_with_fewer_answers_fails_only_the_missing_ones(fake: FakeBatchAPI) -> None:
+    fake.answer = lambda cid, body: FakeBatchAPI._echo(cid, {**body, "n": 1})
+    llm = make_llm(fake)
+    llm.load()
+    [output] = llm.generate(CHATS[:1], num_generations=2)
+    llm.unload()
+    assert output["generations"] == ["request-0 answer 0", None]
+    assert output["errors"][0] is None
+    assert "1 of 2 answers" in output["errors"][1]
+
+
+def test_the_key_never_appears_in_a_batch_error(fake: FakeBatchAPI, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    fake.answer = lambda cid, body: (401, {"error": {"message": f"key {KEY} is not allowed in batches"}})
+    llm = make_llm(fake)
+    llm.load()
+    [output] = llm.generate(CHATS[:1])
+    llm.unload()
+    assert output["generations"] == [None]
+    assert "not allowed" in output["error"]
+    for text in (output["error"], caplog.text, repr(llm), json.dumps(llm.dump())):
+        assert KEY not in text
 
 
 def test_expired_batch_keeps_what_finished(fake: FakeBatchAPI) -> None:

@@ -177,6 +177,13 @@ class AsyncLLM(LLM):
     ) -> list[GenerateOutput]:
         return self.run_sync(self.acomplete_batch(inputs, num_generations, options))
 
+    def __copy__(self) -> AsyncLLM:
+        # model_copy() is shallow: the copy must not share this LLM's loop thread (unloading one
+        # would stop the other's), so it starts its own when it first needs one.
+        copied = super().__copy__()
+        copied._runner = None
+        return copied
+
     def run_sync(self, coro: Coroutine[Any, Any, R]) -> R:
         """Run a coroutine on this LLM's loop from sync code and return its result."""
         with _RUNNER_LOCK:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import ConfigDict, Field, field_validator
 
 from taskloom.component import Component, RuntimeParameter
-from taskloom.llms.options import GenerationOptions, describe_option, validate_options
+from taskloom.llms.options import GenerationOptions, describe_field, validate_options
 from taskloom.typing import ChatType, GenerateOutput
 
 MIGRATION = "docs/writing-an-llm-plugin.md"
@@ -179,7 +179,7 @@ class LLM(Component):
     @classmethod
     def options_info(cls) -> list[dict[str, Any]]:
         """Every option with its type, default, range and description (``taskloom llms NAME``)."""
-        return [describe_option(name, field) for name, field in cls.Options.model_fields.items()]
+        return [describe_field(name, field) for name, field in cls.Options.model_fields.items()]
 
     def runtime_parameters_info(self) -> list[dict[str, Any]]:
         info = super().runtime_parameters_info()

@@ -200,9 +200,11 @@ class HTTPLLM(AsyncLLM):
         ``choices_per_request`` allows more)."""
 
     @abstractmethod
-    def parse(self, body: Any) -> Reply:
-        """The texts and token counts of one response body. A ``KeyError``, ``TypeError``,
-        ``IndexError`` or ``ValueError`` here means the body was malformed (retried)."""
+    def parse(self, body: Any, options: Any) -> Reply:
+        """The texts and token counts of one response body (to a request made with ``options``).
+
+        A ``KeyError``, ``TypeError``, ``IndexError`` or ``ValueError`` here means the body was
+        malformed (retried)."""
 
     def choices_per_request(self) -> int:
         """How many answers one request may ask for (OpenAI's ``n``); 1 means one request each."""
@@ -279,10 +281,21 @@ class HTTPLLM(AsyncLLM):
                 self._sessions.by_loop[loop] = session
         return session
 
+    def loaded_key(self) -> str | None:
+        """The key ``load()`` found (None before it): for a provider that hands it to an SDK of its own."""
+        return self._key
+
     def redact(self, text: str) -> str:
         """``text`` without the key in it, whatever the server echoed back."""
         key = self._key or (self.api_key.get_secret_value() if self.api_key is not None else "")
         return redact(text, key if key and key.lower() != "none" else None)
+
+    def __copy__(self) -> HTTPLLM:
+        # A shallow copy (model_copy) gets sessions of its own: closing one must not close the other's.
+        copied = super().__copy__()
+        assert isinstance(copied, HTTPLLM)
+        copied._sessions = _Sessions()
+        return copied
 
     # -- requests --------------------------------------------------------------------------------------
 
@@ -322,7 +335,7 @@ class HTTPLLM(AsyncLLM):
         """One request for ``n`` answers, parsed; a body of the wrong shape is a (retried) server error."""
         body = await self.post(self.body(input, options, n))
         try:
-            reply = self.parse(body)
+            reply = self.parse(body, options)
         except (KeyError, TypeError, IndexError, ValueError) as error:
             raise ServerError(
                 f"{self.where()} answered with a body it does not recognise ({type(error).__name__}: "
@@ -336,20 +349,35 @@ class HTTPLLM(AsyncLLM):
         per_request = max(1, self.choices_per_request())
         first = min(num_generations, per_request)
         sizes = [first] if first > 1 else [1] * num_generations
-        replies = await self._gather(input, options, sizes)
+        replies = await self._gather(input, options, sizes, 0)
         got = sum(len(r.texts) for r in replies if isinstance(r, Reply))
         if first > 1 and isinstance(replies[0], Reply) and got < num_generations:
             # The server gave fewer choices than asked (it ignores ``n``): fill up one by one.
             logger.debug("%s gave %d of %d answers; asking for the rest", self.where(), got, num_generations)
-            more = await self._gather(input, options, [1] * (num_generations - got))
+            more = await self._gather(input, options, [1] * (num_generations - got), got)
             replies = [*replies, *more]
         return self._output(replies, sizes if first == 1 else [first] + [1] * (len(replies) - 1), num_generations)
 
-    async def _gather(self, input: ChatType, options: Any, sizes: list[int]) -> list[Reply | GenerationError]:
-        async def one(n: int) -> Reply:
-            return await self.retrying(lambda: self._ask(input, options, n))
+    async def _gather(
+        self, input: ChatType, options: Any, sizes: list[int], start: int
+    ) -> list[Reply | GenerationError]:
+        """One request per size, all at once; each retried on its own.
 
-        results = await asyncio.gather(*(one(n) for n in sizes), return_exceptions=True)
+        With a seed, the request whose first answer is generation ``i`` carries ``seed + i``:
+        separate requests with one seed would all sample the same answer, and this way seeded
+        generations differ from each other yet repeat from run to run.
+        """
+
+        async def one(n: int, index: int) -> Reply:
+            seeded = (
+                options
+                if options.seed is None or index == 0
+                else options.model_copy(update={"seed": options.seed + index})
+            )
+            return await self.retrying(lambda: self._ask(input, seeded, n))
+
+        firsts = [start + sum(sizes[:k]) for k in range(len(sizes))]
+        results = await asyncio.gather(*(one(n, i) for n, i in zip(sizes, firsts, strict=True)), return_exceptions=True)
         stopping = [r for r in results if isinstance(r, BaseException) and not isinstance(r, GenerationError)]
         if stopping:
             raise stopping[0]  # a bad key, a bug: every other row would fail the same way

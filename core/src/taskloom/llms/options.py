@@ -67,7 +67,7 @@ class GenerationOptions(BaseModel):
     )
 
 
-def describe_option(name: str, field: FieldInfo) -> dict[str, Any]:
+def describe_field(name: str, field: FieldInfo) -> dict[str, Any]:
     """One option as ``taskloom llms NAME`` and the docs show it: type, default, range, description."""
     bounds = []
     for item in field.metadata:
@@ -101,7 +101,7 @@ def options_summary(model: type[GenerationOptions]) -> str:
     """``name (type, range)`` for every option, for error messages."""
     parts = []
     for name, field in model.model_fields.items():
-        info = describe_option(name, field)
+        info = describe_field(name, field)
         detail = ", ".join(x for x in (info["type"], info["range"]) if x)
         parts.append(f"{name} ({detail})")
     return "; ".join(parts)

@@ -15,18 +15,17 @@ def split_evenly(total: int, parts: int) -> list[int]:
 
 
 def _per_generation(value: Any, n: int) -> list[int | None]:
-    if isinstance(value, bool):
-        return [None] * n
-    if isinstance(value, int):
-        value = [value]
-    if not isinstance(value, list | tuple):
-        return [None] * n
-    counts = [v if isinstance(v, int) and not isinstance(v, bool) else None for v in value]
-    if len(counts) == 1 and n > 1 and counts[0] is not None:
-        # One count for all n generations (an API answering n choices at once): split it, so that
-        # every generation has counts and their sum is what was reported (not n times it).
-        return list(split_evenly(counts[0], n))
-    return (counts + [None] * n)[:n]
+    if type(value) is list:  # the usual shape, one count per generation: taken as it is (hot path)
+        if len(value) == n:
+            return value
+        if len(value) == 1 and n > 1 and isinstance(value[0], int):
+            # One count for all n generations (an API answering n choices at once): split it, so
+            # that every generation has counts and their sum is what was reported (not n times it).
+            return list(split_evenly(value[0], n))
+        return (value + [None] * n)[:n]
+    if isinstance(value, int) and not isinstance(value, bool):
+        return list(split_evenly(value, n))
+    return [None] * n
 
 
 def token_counts(statistics: Mapping[str, Any] | None, n: int) -> tuple[list[int | None], list[int | None]]:

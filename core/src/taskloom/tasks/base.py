@@ -1,6 +1,6 @@
 """Task: a Step that formats rows into chats, asks an LLM, and parses answers into columns.
 
-The row-building rules (``SPEC-tasks.md``) live in ``process`` and its helpers: one output row
+The row-building rules (``docs/task-semantics.md``) live in ``work`` and its helpers: one output row
 per generation or one grouped row per input, ``distilabel_metadata`` keyed by the task's name,
 ``model_name`` from the LLM, and a generation that fails to parse keeps its raw text, because
 that text was paid for.

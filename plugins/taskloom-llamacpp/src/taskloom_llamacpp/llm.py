@@ -14,23 +14,28 @@ import logging
 import re
 import secrets
 import threading
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import BaseModel, Field, PrivateAttr
+from pydantic import Field, PrivateAttr
 
-from taskloom.errors import BadRequestError, GenerationError
-from taskloom.llms import LLM, failed_output
-from taskloom.typing import ChatType, GenerateOutput
+from taskloom.plugin import (
+    LLM,
+    BadRequestError,
+    ChatType,
+    GenerateOutput,
+    GenerationError,
+    GenerationOptions,
+    OutputSchema,
+    failed_output,
+)
 from taskloom_llamacpp.models import LoadOptions, SharedModel, acquire, bundled_model_path, release, usable_cores
 
 if TYPE_CHECKING:
-    import llama_cpp
+    from llama_cpp.llama_grammar import LlamaGrammar
 
 logger = logging.getLogger("taskloom.llamacpp")
 
-StructuredOutput = dict[str, Any] | type[BaseModel]
 SEED_MASK = 0xFFFFFFFF  # llama.cpp seeds are 32-bit
 _HOLDING_LOCK = threading.Lock()
 
@@ -48,6 +53,32 @@ class _Holding:
         return (type(None), ())
 
 
+class LlamaCppOptions(GenerationOptions):
+    """llama.cpp's sampling options; None leaves llama-cpp-python's own default."""
+
+    temperature: float | None = Field(
+        default=None, ge=0, description="Sampling temperature; 0 always takes the likeliest token. None: 0.2."
+    )
+    top_p: float | None = Field(default=None, gt=0, le=1, description="Nucleus sampling mass; None: 0.95.")
+    top_k: int | None = Field(default=None, ge=0, description="Sample among the k likeliest tokens (0: all); None: 40.")
+    min_p: float | None = Field(
+        default=None, ge=0, le=1, description="Drop tokens less likely than min_p times the likeliest; None: 0.05."
+    )
+    repeat_penalty: float | None = Field(
+        default=None, gt=0, description="Penalty for repeated tokens (1.0 is none); None: 1.0."
+    )
+    max_new_tokens: int | None = Field(
+        default=512, ge=1, description="Most tokens per answer; None runs to the end of the context."
+    )
+    seed: int | None = Field(
+        default=None,
+        description="Seed for reproducible sampling (generation i uses seed + i); None draws a fresh one each time.",
+    )
+    structured_output: OutputSchema | None = Field(
+        default=None, description="A JSON schema the answer must follow: a grammar made from it keeps answers valid."
+    )
+
+
 class LlamaCppLLM(LLM):
     """A local GGUF chat model through llama-cpp-python, with the chat template the file carries.
 
@@ -58,7 +89,7 @@ class LlamaCppLLM(LLM):
 
     registry_name: ClassVar[str | None] = "llamacpp"
     spec_field: ClassVar[str | None] = "model_path"
-    generation_kwargs_from: ClassVar[str] = "answer"
+    Options = LlamaCppOptions
 
     model_path: str | None = Field(
         default=None,
@@ -126,61 +157,29 @@ class LlamaCppLLM(LLM):
 
     # -- generation --------------------------------------------------------------------------
 
-    def generate(self, inputs: Sequence[ChatType], num_generations: int = 1, **kwargs: Any) -> list[GenerateOutput]:
+    def complete(self, inputs: list[ChatType], num_generations: int, options: Any) -> list[GenerateOutput]:
         """Answer each chat ``num_generations`` times, one after another (llama.cpp runs one at a time).
 
-        ``generation_kwargs`` set on this LLM apply; ``kwargs`` override them. An input that
-        cannot be answered (a prompt longer than the context) gets a failed output; the rest go on.
+        An input that cannot be answered (a prompt longer than the context) gets a failed output;
+        the rest go on.
         """
-        kwargs = {**self.generation_kwargs, **kwargs}
         outputs: list[GenerateOutput] = []
         for chat in inputs:
             try:
-                outputs.append(self.answer(chat, num_generations, **kwargs))
+                outputs.append(self.answer(chat, num_generations, options))
             except GenerationError as error:
                 logger.warning("%s: an input failed: %s", self.model_name, error)
                 outputs.append(failed_output(num_generations, error))
         return outputs
 
-    def answer(
-        self,
-        input: ChatType,
-        num_generations: int = 1,
-        temperature: float | None = None,
-        top_p: float | None = None,
-        top_k: int | None = None,
-        min_p: float | None = None,
-        repeat_penalty: float | None = None,
-        max_new_tokens: int | None = 512,
-        stop: list[str] | None = None,
-        seed: int | None = None,
-        structured_output: StructuredOutput | None = None,
-    ) -> GenerateOutput:
-        """Answer one chat ``num_generations`` times.
-
-        Args:
-            temperature: Sampling temperature; 0 always takes the likeliest token. None: llama-cpp-python's 0.2.
-            top_p: Nucleus sampling mass; None: 0.95.
-            top_k: Sample among the k likeliest tokens; None: 40.
-            min_p: Drop tokens less likely than min_p times the likeliest; None: 0.05.
-            repeat_penalty: Penalty for repeated tokens (1.0 is none); None: 1.0.
-            max_new_tokens: Most tokens per answer; None runs to the end of the context.
-            stop: Sequences that end an answer.
-            seed: Seed for reproducible sampling (generation i uses seed + i); None draws a fresh one each time.
-            structured_output: A JSON schema (dict) or pydantic model class; a grammar made from it keeps answers valid.
-        """
+    def answer(self, input: ChatType, num_generations: int, options: Any) -> GenerateOutput:
+        """Answer one chat ``num_generations`` times with ``options`` (a :class:`LlamaCppOptions`)."""
+        max_new_tokens, seed, structured_output = options.max_new_tokens, options.seed, options.structured_output
         model = self._model()
         sampling = {
             key: value
-            for key, value in {
-                "temperature": temperature,
-                "top_p": top_p,
-                "top_k": top_k,
-                "min_p": min_p,
-                "repeat_penalty": repeat_penalty,
-                "stop": stop,
-            }.items()
-            if value is not None
+            for key in ("temperature", "top_p", "top_k", "min_p", "repeat_penalty", "stop")
+            if (value := getattr(options, key)) is not None
         }
         grammar = _grammar(_schema_text(structured_output)) if structured_output is not None else None
         texts: list[str | None] = []
@@ -221,16 +220,7 @@ def _bundled_name() -> str:
     return bundled_model_path().stem
 
 
-def _schema_text(structured_output: StructuredOutput) -> str:
-    if isinstance(structured_output, type) and issubclass(structured_output, BaseModel):
-        schema: Any = structured_output.model_json_schema()
-    elif isinstance(structured_output, dict):
-        schema = structured_output
-    else:
-        raise TypeError(
-            "structured_output must be a JSON schema dict or a pydantic model class, "
-            f"not {type(structured_output).__name__}."
-        )
+def _schema_text(schema: dict[str, Any]) -> str:
     return json.dumps(_bounded_integers_as_enums(schema), sort_keys=True)
 
 
@@ -276,10 +266,9 @@ _JSON_CHAR = r'char ::= [^"\\\x7F\x00-\x1F] | "\\" ["\\/bfnrt]'
 
 
 @functools.lru_cache(maxsize=64)
-def _grammar(schema: str) -> llama_cpp.LlamaGrammar:
+def _grammar(schema: str) -> LlamaGrammar:
     """The llama.cpp grammar for a JSON schema, built once per schema."""
-    from llama_cpp import LlamaGrammar
-    from llama_cpp.llama_grammar import json_schema_to_gbnf
+    from llama_cpp.llama_grammar import LlamaGrammar, json_schema_to_gbnf
 
     try:
         gbnf = json_schema_to_gbnf(schema)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import taskloom
+from taskloom.plugin import hookimpl
 
 if TYPE_CHECKING:
-    from taskloom.registry import LLMRegister
+    from taskloom.plugin import LLMRegister
 
 
-@taskloom.hookimpl
+@hookimpl
 def register_llms(register: LLMRegister) -> None:
     from taskloom_openai.llm import OpenAILLM
 
-    register("openai", OpenAILLM)
+    register(OpenAILLM)
