@@ -18,7 +18,7 @@ import subprocess
 import sys
 from typing import Any
 
-TARGET_RATIO = 1.5
+TARGET_RATIO = 0.5
 """``import taskloom`` may take at most this many times as long as ``import pydantic``."""
 
 NOT_ON_IMPORT = ("pluggy", "jinja2", "openai", "anthropic", "llama_cpp", "huggingface_hub")

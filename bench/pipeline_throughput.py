@@ -51,7 +51,7 @@ from typing import Any
 import openai_throughput
 from openai_throughput import run_baseline, run_taskloom, start_server
 
-TARGET_RATIO = 0.9
+TARGET_RATIO = 0.95
 TARGET_CPU_MS_PER_ROW = 0.3
 TARGET_START_S = 0.5
 TARGET_MEMORY_MB = 100.0

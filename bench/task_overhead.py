@@ -22,7 +22,7 @@ from taskloom import LLM, get_task
 from taskloom.testing import ScriptedLLM
 from taskloom.typing import ChatType, GenerateOutput
 
-TARGET_US_PER_ROW = 20.0
+TARGET_US_PER_ROW = 15.0
 """``text-generation`` with one generation per row: at most this many microseconds per row."""
 
 Batches = list[list[dict[str, Any]]]

@@ -37,8 +37,13 @@ def _describe_class(kind: str, name: str, cls: type) -> dict[str, Any]:
     if kind == "task":
         try:
             # Columns may depend on fields (a template's variables): use the defaults. Building a
-            # task does no I/O (no default LLM is chosen), so this is cheap.
-            probe: Any = cls(name=name) if cls.own_registry_name() is None else cls()  # type: ignore[attr-defined]
+            # task does no I/O (no default LLM is chosen), so this is cheap; a task with required
+            # fields (a rubric's criteria) is shown with its defaults, unvalidated.
+            fields = {"name": name} if cls.own_registry_name() is None else {}  # type: ignore[attr-defined]
+            try:
+                probe: Any = cls(**fields)
+            except ValueError:
+                probe = cls.model_construct(**fields)  # type: ignore[attr-defined]
             info["inputs"] = columns_as_dict(probe.inputs)
             info["outputs"] = columns_as_dict(probe.outputs)
         except Exception:

@@ -12,11 +12,12 @@ one place, whoever makes it.
 
 from __future__ import annotations
 
+import copy
 import inspect
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, PrivateAttr, field_validator
 
 from taskloom.component import Component, RuntimeParameter
 from taskloom.llms.options import GenerationOptions, describe_field, validate_options
@@ -89,6 +90,7 @@ class LLM(Component):
         default_factory=dict,
         description="Generation options for every call (temperature, max_new_tokens...); see the LLM's Options.",
     )
+    _last_options: tuple[dict[str, Any], GenerationOptions] | None = PrivateAttr(default=None)
 
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
@@ -117,9 +119,18 @@ class LLM(Component):
     # -- what callers use ----------------------------------------------------------------------
 
     def options(self, overrides: Mapping[str, Any] | None = None) -> GenerationOptions:
-        """This LLM's ``generation_kwargs`` with ``overrides`` on top, validated as its ``Options``."""
+        """This LLM's ``generation_kwargs`` with ``overrides`` on top, validated as its ``Options``.
+
+        The pipeline asks once per request, mostly with the same values: the last validated set is
+        kept and reused while the values are equal (a comparison, not a validation).
+        """
         values = {**self.generation_kwargs, **overrides} if overrides else self.generation_kwargs
-        return validate_options(type(self).__name__, self.Options, values)
+        cached = self._last_options
+        if cached is not None and cached[0] == values:
+            return cached[1]
+        options = validate_options(type(self).__name__, self.Options, values)
+        self._last_options = (copy.deepcopy(values), options)
+        return options
 
     def generate(self, inputs: Sequence[ChatType], num_generations: int = 1, **kwargs: Any) -> list[GenerateOutput]:
         """Answer every chat input ``num_generations`` times; one output per input, in order.

@@ -376,8 +376,17 @@ class HTTPLLM(AsyncLLM):
             )
             return await self.retrying(lambda: self._ask(input, seeded, n))
 
-        firsts = [start + sum(sizes[:k]) for k in range(len(sizes))]
-        results = await asyncio.gather(*(one(n, i) for n, i in zip(sizes, firsts, strict=True)), return_exceptions=True)
+        results: list[Reply | BaseException]
+        if len(sizes) == 1:  # the usual case: no task of its own for the one request (hot path)
+            try:
+                results = [await one(sizes[0], start)]
+            except GenerationError as error:
+                results = [error]
+        else:
+            firsts = [start + sum(sizes[:k]) for k in range(len(sizes))]
+            results = await asyncio.gather(
+                *(one(n, i) for n, i in zip(sizes, firsts, strict=True)), return_exceptions=True
+            )
         stopping = [r for r in results if isinstance(r, BaseException) and not isinstance(r, GenerationError)]
         if stopping:
             raise stopping[0]  # a bad key, a bug: every other row would fail the same way
