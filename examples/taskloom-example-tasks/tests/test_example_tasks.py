@@ -83,10 +83,13 @@ def test_fixture_adds_a_task_for_one_test(taskloom_plugin) -> None:
     """The taskloom pytest fixtures reach third-party test suites through the pytest11 entry point."""
     import taskloom
 
+    class HaikuCopy(HaikuTask):
+        registry_name = "haiku-copy"
+
     class Extra:
         @taskloom.hookimpl
         def register_tasks(self, register) -> None:
-            register("haiku-copy", HaikuTask)
+            register(HaikuCopy)
 
     taskloom_plugin(Extra(), name="extra")
-    assert type(get_task("haiku-copy", llm=get_llm("scripted"))) is HaikuTask
+    assert type(get_task("haiku-copy", llm=get_llm("scripted"))) is HaikuCopy
