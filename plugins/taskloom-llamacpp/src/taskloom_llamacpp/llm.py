@@ -187,6 +187,9 @@ class LlamaCppLLM(LLM):
         output_tokens: list[int] = []
         for index in range(num_generations):
             with model.lock:
+                if seed is not None or options.temperature == 0:
+                    # A seeded or greedy answer must not depend on what the shared model evaluated before.
+                    model.forget_evaluated()
                 try:
                     response: Any = model.llama.create_chat_completion(
                         messages=list(input),  # type: ignore[arg-type]

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from taskloom.errors import TaskloomError
+from taskloom.plugin import TaskloomError
 
 if TYPE_CHECKING:
     import llama_cpp
@@ -97,6 +97,24 @@ class SharedModel:
     llama: llama_cpp.Llama
     lock: threading.Lock = field(default_factory=threading.Lock)
     users: int = 0
+
+    def forget_evaluated(self) -> None:
+        """Make the next completion evaluate its whole prompt, exactly as on a freshly loaded model.
+
+        Call it holding ``lock``, right before a completion whose answer must be reproducible.
+        ``Llama.generate`` keeps the tokens the previous completion evaluated (its prompt and
+        answer) in the KV cache and evaluates only what follows the longest common prefix; when the
+        whole prompt matches it re-evaluates the last prompt token on its own. llama.cpp does not
+        compute a token evaluated alone bit for bit like the same token inside a batch, and the
+        difference survives into the logits: the same seeded prompt twice in a row, or a follow-up
+        chat right after the turn it continues, got a different answer than on a fresh model, even
+        at temperature 0. Which call came before depends on other callers and thread timing, so a
+        seed alone did not fix the answer. ``reset()`` sets the evaluated length to 0, so nothing is
+        reused: the next evaluation drops every KV cell (recurrent models have their state cleared).
+        The price is evaluating the shared part of the prompt again (the chat template's system
+        prompt, say), which is why unseeded sampling keeps the reuse.
+        """
+        self.llama.reset()
 
 
 _POOL: dict[LoadOptions, SharedModel] = {}
