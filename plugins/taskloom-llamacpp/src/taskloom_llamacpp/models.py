@@ -114,7 +114,7 @@ class SharedModel:
         The price is evaluating the shared part of the prompt again (the chat template's system
         prompt, say), which is why unseeded sampling keeps the reuse.
         """
-        self.llama.reset()  # type: ignore[no-untyped-call]  (llama-cpp-python leaves it unannotated)
+        self.llama.reset()  # type: ignore[no-untyped-call]
 
 
 _POOL: dict[LoadOptions, SharedModel] = {}
