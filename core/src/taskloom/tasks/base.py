@@ -196,7 +196,8 @@ class Task(Step):
             plans = [self._merged(self.plan(row, chat), kwargs) for row, chat in zip(mapped, formatted, strict=True)]
             outputs = yield from lockstep(plans)
         else:  # the default plan, without a generator per row
-            outputs = yield [Call(chat, self.num_generations, 0, kwargs) for chat in formatted]
+            count = self.num_generations
+            outputs = yield [Call(chat, count, 0, kwargs) for chat in formatted]
         return self.map_outputs(self.build_rows(mapped, formatted, outputs))
 
     @staticmethod
@@ -218,6 +219,10 @@ class Task(Step):
     def _generate_calls(self, calls: list[Call]) -> list[GenerateOutput]:
         """Calls through the LLM's batch ``generate``: one batch per distinct answer count and options."""
         llm = self.resolve_llm()
+        first = calls[0] if calls else None
+        if first is not None and all(c.count == first.count and c.kwargs is first.kwargs for c in calls):
+            # The default plan: one answer count and the task's own options for every row (hot path).
+            return self._generate_group(llm, [c.chat for c in calls], first.count, first.kwargs or {})
         groups: dict[tuple[int, str], list[int]] = {}
         seen: dict[int, str] = {}  # most calls share one options dict: serialise each dict once
         for index, call in enumerate(calls):
@@ -229,19 +234,26 @@ class Task(Step):
         outputs: dict[int, GenerateOutput] = {}
         for (count, _), positions in groups.items():
             options = calls[positions[0]].kwargs or {}
-            try:
-                answers = llm.generate([calls[i].chat for i in positions], num_generations=count, **options)
-            except GenerationError as error:
-                # A sync LLM that gives up on a batch: every row records why, none is dropped.
-                logger.warning("Task %r: the LLM failed for a batch of %d inputs: %s", self.name, len(positions), error)
-                answers = [failed_output(count, error) for _ in positions]
-            if len(answers) != len(positions):
-                raise TaskloomError(
-                    f"LLM {llm.model_name!r} returned {len(answers)} outputs for {len(positions)} "
-                    f"inputs in task {self.name!r}; an LLM must return one output per input."
-                )
+            answers = self._generate_group(llm, [calls[i].chat for i in positions], count, options)
             outputs.update(zip(positions, answers, strict=True))
         return [outputs[i] for i in range(len(calls))]
+
+    def _generate_group(
+        self, llm: LLM, chats: list[ChatType], count: int, options: Mapping[str, Any]
+    ) -> list[GenerateOutput]:
+        """One ``generate`` for chats that share an answer count and options."""
+        try:
+            answers = llm.generate(chats, num_generations=count, **options)
+        except GenerationError as error:
+            # A sync LLM that gives up on a batch: every row records why, none is dropped.
+            logger.warning("Task %r: the LLM failed for a batch of %d inputs: %s", self.name, len(chats), error)
+            answers = [failed_output(count, error) for _ in chats]
+        if len(answers) != len(chats):
+            raise TaskloomError(
+                f"LLM {llm.model_name!r} returned {len(answers)} outputs for {len(chats)} "
+                f"inputs in task {self.name!r}; an LLM must return one output per input."
+            )
+        return answers
 
     def build_rows(self, rows: list[Row], formatted: list[ChatType], outputs: list[GenerateOutput]) -> list[Row]:
         """Combine inputs and LLM outputs into output rows, as the task spec says."""
@@ -261,7 +273,17 @@ class Task(Step):
         name = self.name
         raw_output_key = "raw_output_" + name
         generations = output["generations"]
-        input_tokens, output_tokens = token_counts(output.get("statistics"), len(generations))
+        n = len(generations)
+        statistics = output.get("statistics") or {}
+        input_tokens: Any = statistics.get("input_tokens")
+        output_tokens: Any = statistics.get("output_tokens")
+        if not (
+            type(input_tokens) is list
+            and len(input_tokens) == n
+            and type(output_tokens) is list
+            and len(output_tokens) == n
+        ):
+            input_tokens, output_tokens = token_counts(statistics, n)  # one count for all, or missing
         error = output.get("error")
         errors = output.get("errors") or []
         upstream_meta = _upstream_metadata(row.get(METADATA))
