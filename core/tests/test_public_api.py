@@ -24,13 +24,17 @@ def test_public_names_resolve() -> None:
         taskloom.nope  # noqa: B018
 
 
+def printed(code: str) -> str:
+    """What ``code`` prints in a fresh interpreter (so imports are measured from nothing)."""
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+
+
 def test_import_loads_no_plugin_and_no_heavy_module() -> None:
     code = (
         "import sys, taskloom; print(sorted(m for m in sys.modules if m.split('.')[0] in "
         "{'pydantic', 'pluggy', 'jinja2', 'openai', 'anthropic', 'llama_cpp'} or m.startswith('taskloom_')))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
+    assert printed(code) == "[]"
 
 
 def test_resolving_a_name_leaves_the_heavy_helpers_unimported() -> None:
@@ -40,8 +44,7 @@ def test_resolving_a_name_leaves_the_heavy_helpers_unimported() -> None:
         "taskloom.list_llms(); print(sorted({m.split('.')[0] for m in sys.modules} & "
         "{'packaging', 'openai', 'anthropic', 'llama_cpp', 'pyarrow', 'datasets', 'jinja2', 'aiohttp'}))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
+    assert printed(code) == "[]"
 
 
 def test_the_plugin_surface_is_cheap_and_complete() -> None:
@@ -50,8 +53,7 @@ def test_the_plugin_surface_is_cheap_and_complete() -> None:
         "import sys, taskloom.plugin as p; print(sorted(m for m in sys.modules if m.startswith('taskloom.') "
         "and m not in ('taskloom._lazy', 'taskloom._version', 'taskloom.plugin')))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
+    assert printed(code) == "[]"
     import taskloom.plugin
 
     for name in taskloom.plugin.__all__:

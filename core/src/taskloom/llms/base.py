@@ -202,7 +202,8 @@ class LLM(Component):
     def set_runtime_parameters(self, parameters: Mapping[str, Any]) -> None:
         """Set runtime parameters; a generation option may also be given at top level."""
         params = dict(parameters)
-        loose = {k: params.pop(k) for k in list(params) if self.accepts(k) and k not in self.runtime_fields()}
+        options = self.Options.model_fields
+        loose = {k: params.pop(k) for k in list(params) if k in options and k not in self.runtime_fields()}
         if "generation_kwargs" in params or loose:
             given = params.pop("generation_kwargs", None) or {}
             if not isinstance(given, Mapping):

@@ -232,7 +232,7 @@ class HTTPLLM(AsyncLLM):
     # -- lifecycle -----------------------------------------------------------------------------------
 
     def api_root(self) -> str:
-        env = os.environ.get(self.base_url_env) if self.base_url_env else None
+        env = os.environ.get(self.base_url_env) if self.base_url_env and not self.base_url else None
         return (self.base_url or env or self.default_base_url).rstrip("/")
 
     def load(self) -> None:

@@ -15,7 +15,7 @@ def split_evenly(total: int, parts: int) -> list[int]:
 
 
 def _per_generation(value: Any, n: int) -> list[int | None]:
-    if type(value) is list:  # the usual shape, one count per generation: taken as it is (hot path)
+    if type(value) is list:
         if len(value) == n:
             return value
         if len(value) == 1 and n > 1 and isinstance(value[0], int):
@@ -31,7 +31,7 @@ def _per_generation(value: Any, n: int) -> list[int | None]:
 def token_counts(statistics: Mapping[str, Any] | None, n: int) -> tuple[list[int | None], list[int | None]]:
     """Input and output tokens of each of ``n`` generations (None where nothing was reported)."""
     statistics = statistics or {}
-    return (
-        _per_generation(statistics.get("input_tokens"), n),
-        _per_generation(statistics.get("output_tokens"), n),
-    )
+    tokens_in, tokens_out = statistics.get("input_tokens"), statistics.get("output_tokens")
+    if type(tokens_in) is list and type(tokens_out) is list and len(tokens_in) == len(tokens_out) == n:
+        return tokens_in, tokens_out  # one count per generation, the usual shape: taken as it is (hot path)
+    return _per_generation(tokens_in, n), _per_generation(tokens_out, n)

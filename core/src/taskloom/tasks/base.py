@@ -273,17 +273,7 @@ class Task(Step):
         name = self.name
         raw_output_key = "raw_output_" + name
         generations = output["generations"]
-        n = len(generations)
-        statistics = output.get("statistics") or {}
-        input_tokens: Any = statistics.get("input_tokens")
-        output_tokens: Any = statistics.get("output_tokens")
-        if not (
-            type(input_tokens) is list
-            and len(input_tokens) == n
-            and type(output_tokens) is list
-            and len(output_tokens) == n
-        ):
-            input_tokens, output_tokens = token_counts(statistics, n)  # one count for all, or missing
+        input_tokens, output_tokens = token_counts(output.get("statistics"), len(generations))
         error = output.get("error")
         errors = output.get("errors") or []
         upstream_meta = _upstream_metadata(row.get(METADATA))
