@@ -176,6 +176,10 @@ class LLM(Component):
         """Answer every input ``num_generations`` times with ``options`` (an instance of ``Options``)."""
         raise NotImplementedError(f"{type(self).__name__} must implement complete(inputs, num_generations, options).")
 
+    def in_batch_mode(self) -> bool:
+        """Whether this LLM sends its requests through a provider's batch API (priced at its batch discount)."""
+        return False
+
     # -- descriptions ----------------------------------------------------------------------------
 
     def generation_parameters(self) -> dict[str, str]:

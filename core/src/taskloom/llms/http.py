@@ -23,6 +23,7 @@ from typing import Any, ClassVar, NamedTuple
 
 from pydantic import Field, PrivateAttr, SecretStr
 
+from taskloom.component import RuntimeParameter
 from taskloom.errors import (
     AuthenticationError,
     BadRequestError,
@@ -30,10 +31,12 @@ from taskloom.errors import (
     OverloadedError,
     RateLimitError,
     RequestTimeoutError,
+    RetryableError,
     ServerError,
     TaskloomError,
 )
 from taskloom.llms.async_llm import AsyncLLM, error_text
+from taskloom.llms.limits import Limiter, estimate_tokens, limiter_key, shared_limiter
 from taskloom.llms.outputs import split_evenly
 from taskloom.typing import ChatType, GenerateOutput
 
@@ -188,8 +191,26 @@ class HTTPLLM(AsyncLLM):
         default=None, description="API key; defaults to the provider's environment variable at load(). Never dumped."
     )
     timeout: float = Field(default=120.0, gt=0, description="Seconds to wait for one request's answer.")
+    requests_per_minute: RuntimeParameter[int | None] = Field(
+        default=None,
+        gt=0,
+        description="Most requests a minute to this endpoint, key and model (shared by every step using them); "
+        "None: what the API's headers report, if anything.",
+    )
+    tokens_per_minute: RuntimeParameter[int | None] = Field(
+        default=None,
+        gt=0,
+        description="Most tokens (prompt + max_new_tokens, corrected by the reported usage) a minute; "
+        "None: what the API's headers report, if anything.",
+    )
+    adaptive_concurrency: bool = Field(
+        default=True,
+        description="Back off on 429/529 answers (halve the requests in flight, then grow by one) and adopt "
+        "the limits the API's headers report; False: a fixed max_concurrency with retries only.",
+    )
 
     _key: str | None = PrivateAttr(default=None)
+    _limiter: Limiter | None = PrivateAttr(default=None)
     _sessions: _Sessions = PrivateAttr(default_factory=_Sessions)
 
     # -- what a provider writes ------------------------------------------------------------------
@@ -252,6 +273,7 @@ class HTTPLLM(AsyncLLM):
         for loop, session in self._sessions.pop_all():
             close_on_loop(loop, session.close)
         self._key = None
+        self._limiter = None
         super().unload()
 
     async def aclose(self) -> None:
@@ -295,27 +317,49 @@ class HTTPLLM(AsyncLLM):
         copied = super().__copy__()
         assert isinstance(copied, HTTPLLM)
         copied._sessions = _Sessions()
+        copied._limiter = None
         return copied
 
     # -- requests --------------------------------------------------------------------------------------
 
     async def post(self, body: dict[str, Any], path: str | None = None) -> Any:
-        """Post one JSON body and return the decoded answer, or raise core's error for what went wrong."""
+        """Post one JSON body to ``path`` (default: the provider's) and return the decoded answer."""
+        return await self.request("POST", self.path if path is None else path, body)
+
+    async def request(self, method: str, path: str, body: Any = None, *, decode: bool = True) -> Any:
+        """One request to ``path`` under the API root (or to a full URL), outside the rate limits.
+
+        For what is not a chat request (a batch job's upload, status or results). Returns the
+        decoded JSON, or the raw bytes with ``decode=False`` (a JSONL file); raises core's error
+        for what went wrong.
+        """
+        status, headers, raw = await self._send(method, self._url(path), body)
+        self._raise_for_status(status, headers, raw)
+        if not decode:
+            return raw
+        return self._decode(raw)
+
+    def _url(self, path: str) -> str:
+        return path if path.startswith(("http://", "https://")) else self.api_root() + path
+
+    async def _send(self, method: str, url: str, body: Any) -> tuple[int, Mapping[str, str], bytes]:
         import aiohttp
 
-        url = self.api_root() + (self.path if path is None else path)
         try:
-            async with self.session().post(url, json=body) as response:
-                raw = await response.read()
-                status, headers = response.status, response.headers
+            async with self.session().request(method, url, json=body) as response:
+                return response.status, response.headers, await response.read()
         except TimeoutError:
             raise RequestTimeoutError(f"{self.where()}: no answer within {self.timeout:g} s (timeout=...).") from None
         except aiohttp.ClientError as error:
             raise ServerError(f"{self.where()}: {self.redact(f'{type(error).__name__}: {error}')}") from None
+
+    def _raise_for_status(self, status: int, headers: Mapping[str, str], raw: bytes) -> None:
         if status >= 400:
             detail = self._detail(raw)
             hint = f"Check the key in {self.api_key_env} (or api_key=...)." if self.api_key_env else ""
             raise error_for_status(status, f"{self.where()} answered HTTP {status}: {detail}", headers, auth_hint=hint)
+
+    def _decode(self, raw: bytes) -> Any:
         try:
             return json.loads(raw)
         except ValueError:
@@ -332,18 +376,55 @@ class HTTPLLM(AsyncLLM):
         return self.redact(message) if message else self._snippet(raw)
 
     async def _ask(self, input: ChatType, options: Any, n: int) -> Reply:
-        """One request for ``n`` answers, parsed; a body of the wrong shape is a (retried) server error."""
-        body = await self.post(self.body(input, options, n))
+        """One chat request for ``n`` answers, within the rate limits, parsed.
+
+        The limiter hears how it ended (status, headers, usage), so every request teaches it; a
+        body of the wrong shape is a (retried) server error.
+        """
+        limiter = self.limiter()
+        tokens = estimate_tokens(input, options.max_new_tokens, n) if limiter.counts_tokens else 0
+        body = self.body(input, options, n)
+        permit = await limiter.acquire(tokens)
+        status: int | None = None
+        headers: Mapping[str, str] | None = None
+        used: int | None = None
+        wait: float | None = None
         try:
-            reply = self.parse(body, options)
-        except (KeyError, TypeError, IndexError, ValueError) as error:
-            raise ServerError(
-                f"{self.where()} answered with a body it does not recognise ({type(error).__name__}: "
-                f"{self.redact(str(error))}): {self.redact(json.dumps(body)[:300])}"
-            ) from None
-        if not reply.texts:
-            raise ServerError(f"{self.where()} answered without any answer: {self.redact(json.dumps(body)[:300])}")
-        return reply
+            status, headers, raw = await self._send("POST", self._url(self.path), body)
+            self._raise_for_status(status, headers, raw)
+            answer = self._decode(raw)
+            try:
+                reply = self.parse(answer, options)
+            except (KeyError, TypeError, IndexError, ValueError) as error:
+                raise ServerError(
+                    f"{self.where()} answered with a body it does not recognise ({type(error).__name__}: "
+                    f"{self.redact(str(error))}): {self.redact(json.dumps(answer)[:300])}"
+                ) from None
+            if not reply.texts:
+                raise ServerError(
+                    f"{self.where()} answered without any answer: {self.redact(json.dumps(answer)[:300])}"
+                )
+            if reply.input_tokens is not None or reply.output_tokens is not None:
+                used = (reply.input_tokens or 0) + (reply.output_tokens or 0)
+            return reply
+        except RetryableError as error:
+            wait = error.retry_after
+            raise
+        finally:
+            limiter.release(permit, status=status, headers=headers, used_tokens=used, retry_after=wait)
+
+    def limiter(self) -> Limiter:
+        """The rate limiter this LLM shares with every other using the same provider, endpoint, key and model."""
+        limiter = self._limiter
+        if limiter is None:
+            if self._key is None:
+                self.load()
+            limiter = shared_limiter(limiter_key(type(self), self.api_root(), self._key, self.model_name))
+            limiter.configure(
+                self.requests_per_minute, self.tokens_per_minute, self.max_concurrency, self.adaptive_concurrency
+            )
+            self._limiter = limiter
+        return limiter
 
     async def acomplete(self, input: ChatType, num_generations: int, options: Any) -> GenerateOutput:
         per_request = max(1, self.choices_per_request())

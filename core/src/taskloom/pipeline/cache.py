@@ -60,7 +60,17 @@ _CHUNK = 500
 """Keys per ``IN (...)`` query: below SQLite's oldest default limit of 999 bound variables."""
 
 IDENTITY_EXCLUDED_FIELDS: frozenset[str] = frozenset(
-    {"generation_kwargs", "max_concurrency", "retry", "timeout", "batch_id", "batch_poll_interval"}
+    {
+        "generation_kwargs",
+        "max_concurrency",
+        "retry",
+        "timeout",
+        "batch_id",
+        "batch_poll_interval",
+        "requests_per_minute",
+        "tokens_per_minute",
+        "adaptive_concurrency",
+    }
 )
 """LLM fields that never change the text a model writes, so changing them keeps the cache valid.
 

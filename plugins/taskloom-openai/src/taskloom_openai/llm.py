@@ -133,6 +133,9 @@ class OpenAILLM(HTTPLLM):
     def model_name(self) -> str:
         return self.model
 
+    def in_batch_mode(self) -> bool:
+        return self.batch_api
+
     def load(self) -> None:
         super().load()
         if self.batch_api:

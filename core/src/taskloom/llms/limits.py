@@ -1,0 +1,379 @@
+"""Rate limits and adaptive concurrency: one limiter per API account and model, shared in a process.
+
+An API's limits belong to the account, not to the step that calls it: two steps, or two copies
+of one LLM, that use the same provider, endpoint, key and model draw on one allowance. So every
+:class:`~taskloom.llms.http.HTTPLLM` with the same :func:`limiter_key` gets the same
+:class:`Limiter`, and it owns three things:
+
+* **Token buckets** for requests and tokens per minute. A request *reserves* its cost before it
+  is sent (its tokens estimated from the prompt's length and ``max_new_tokens``); a bucket may go
+  into debt, and whoever reserved into debt waits until the debt is repaid. Waiters therefore
+  leave in the order they came, each after exactly the wait it needs, with no polling and no
+  herd of sleepers waking together. When the answer reports its usage the estimate is corrected.
+  The bucket holds at most one second of allowance: it paces requests evenly instead of sending a
+  minute's worth at once, which is how the APIs enforce their limits (over short intervals).
+* **What the API says**: ``x-ratelimit-*`` (OpenAI), ``anthropic-ratelimit-*`` (Anthropic) and
+  ``Retry-After``. A reported limit is adopted when the user set none; a lower ``remaining``
+  than ours lowers ours (someone else uses the key); ``Retry-After`` holds back every new request
+  until then, not just the one that was refused.
+* **Adaptive concurrency** (AIMD, as TCP does it): the gate lets everything through until a 429
+  or 529 arrives, then allows half of what was in flight, and one more per window of successes,
+  until it is back at the callers' own ``max_concurrency`` and stops limiting. A burst of refusals
+  to requests sent before the last decrease counts once, so one storm halves the limit once.
+
+Everything here is cheap on the hot path: with no limit binding, a request costs one lock and a
+few additions on the way in and out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import hashlib
+import math
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from taskloom.typing import ChatType
+
+BUCKET_SECONDS = 1.0
+"""How much allowance a bucket holds: one second's worth, so requests are paced, not bursted."""
+
+
+def estimate_tokens(chat: ChatType, max_new_tokens: int | None, n: int = 1) -> int:
+    """A request's tokens before it is sent: the prompt at about four characters a token, plus
+    ``max_new_tokens`` per answer (what the APIs themselves count against a tokens limit).
+
+    The APIs' own tokenizers are not at hand (and differ per model); the estimate is corrected
+    by the usage the answer reports, so its error lasts one request.
+    """
+    characters = 0
+    for message in chat:
+        content = message.get("content")
+        characters += len(content) if isinstance(content, str) else len(str(content))
+    prompt = characters // 4 + 4 * len(chat) + 3
+    return prompt + (max_new_tokens or 0) * n
+
+
+@dataclass(frozen=True, slots=True)
+class ReportedLimits:
+    """What one response's headers say about the account's limits; None where they say nothing."""
+
+    request_limit: int | None = None
+    request_remaining: int | None = None
+    token_limit: int | None = None
+    token_remaining: int | None = None
+
+    @classmethod
+    def from_headers(cls, headers: Mapping[str, str] | None) -> ReportedLimits | None:
+        if not headers:
+            return None
+        get = headers.get
+        values = (
+            _int(get("x-ratelimit-limit-requests") or get("anthropic-ratelimit-requests-limit")),
+            _int(get("x-ratelimit-remaining-requests") or get("anthropic-ratelimit-requests-remaining")),
+            _int(get("x-ratelimit-limit-tokens") or get("anthropic-ratelimit-tokens-limit")),
+            _int(get("x-ratelimit-remaining-tokens") or get("anthropic-ratelimit-tokens-remaining")),
+        )
+        return cls(*values) if any(v is not None for v in values) else None
+
+
+def _int(value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(float(value))
+    except ValueError:
+        return None
+
+
+class Bucket:
+    """A token bucket that can go into debt: ``reserve`` says how long the caller must wait."""
+
+    __slots__ = ("capacity", "level", "per_minute", "rate", "updated")
+
+    def __init__(self, per_minute: float) -> None:
+        self.per_minute = per_minute
+        self.rate = per_minute / 60.0
+        self.capacity = max(1.0, self.rate * BUCKET_SECONDS)
+        self.level = self.capacity
+        self.updated = time.monotonic()
+
+    def set_rate(self, per_minute: float) -> None:
+        self.per_minute = per_minute
+        self.rate = per_minute / 60.0
+        self.capacity = max(1.0, self.rate * BUCKET_SECONDS)
+        self.level = min(self.level, self.capacity)
+
+    def _refill(self, now: float) -> None:
+        self.level = min(self.capacity, self.level + (now - self.updated) * self.rate)
+        self.updated = now
+
+    def reserve(self, cost: float, now: float) -> float:
+        """Take ``cost`` now; the seconds until the bucket is out of debt again (0: go at once).
+
+        A request larger than the whole bucket waits for a full bucket and then takes it all.
+        """
+        self._refill(now)
+        if cost > self.capacity:
+            wait = (self.capacity - self.level) / self.rate
+            self.level -= cost
+            return max(0.0, wait)
+        self.level -= cost
+        return -self.level / self.rate if self.level < 0 else 0.0
+
+    def give_back(self, amount: float, now: float) -> None:
+        """Return ``amount`` (an over-estimate, or a reservation never used); negative takes more."""
+        self._refill(now)
+        self.level = min(self.capacity, self.level + amount)
+
+    def at_most(self, remaining: float, now: float) -> None:
+        """The server says only ``remaining`` is left: never believe in more than that."""
+        self._refill(now)
+        self.level = min(self.level, remaining)
+
+
+class Permit:
+    """One request's place: what it reserved, when it started, and whether it holds a gate slot."""
+
+    __slots__ = ("gated", "started", "tokens")
+
+    def __init__(self, tokens: int, started: float, gated: bool) -> None:
+        self.tokens = tokens
+        self.started = started
+        self.gated = gated
+
+
+class Limiter:
+    """The requests, tokens and concurrency one account and model allow; see the module docstring."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._lock = threading.Lock()
+        self.requests: Bucket | None = None
+        self.tokens: Bucket | None = None
+        self._set_rpm: float | None = None
+        self._set_tpm: float | None = None
+        self.adaptive = True
+        self.ceiling = 1
+        """The largest ``max_concurrency`` of the LLMs sharing this limiter."""
+        self.limit = math.inf
+        """In-flight requests the gate allows now; infinite until the API refuses one."""
+        self.in_flight = 0
+        self._waiters: collections.deque[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = collections.deque()
+        self._last_decrease = -math.inf
+        self._paused_until = 0.0
+        self.rate_limited = 0
+        """Answers 429 (rate limited) or 529/503 (overloaded) received so far."""
+        self.requests_sent = 0
+
+    # A copied or pickled LLM finds its limiter again (the same one in this process, the one of
+    # its own process after a pickle), configured by its own settings.
+    def __deepcopy__(self, memo: dict[int, Any]) -> None:
+        return None
+
+    def __reduce__(self) -> tuple[type[None], tuple[()]]:
+        return (type(None), ())
+
+    # -- configuration -------------------------------------------------------------------------
+
+    def configure(
+        self,
+        requests_per_minute: float | None,
+        tokens_per_minute: float | None,
+        max_concurrency: int,
+        adaptive: bool,
+    ) -> None:
+        """Add one sharer's settings: the lowest limit any sharer set is the one in force."""
+        with self._lock:
+            if requests_per_minute is not None:
+                self._set_rpm = min(self._set_rpm or math.inf, requests_per_minute)
+                self._bucket_rate("requests", self._set_rpm)
+            if tokens_per_minute is not None:
+                self._set_tpm = min(self._set_tpm or math.inf, tokens_per_minute)
+                self._bucket_rate("tokens", self._set_tpm)
+            self.ceiling = max(self.ceiling, max_concurrency)
+            self.adaptive = self.adaptive and adaptive
+
+    def _bucket_rate(self, which: str, per_minute: float) -> None:
+        bucket: Bucket | None = getattr(self, which)
+        if bucket is None:
+            setattr(self, which, Bucket(per_minute))
+        elif bucket.per_minute != per_minute:
+            bucket.set_rate(per_minute)
+
+    @property
+    def counts_tokens(self) -> bool:
+        """Whether requests need a token estimate (a tokens limit is set or was reported)."""
+        return self.tokens is not None
+
+    # -- one request -----------------------------------------------------------------------------
+
+    async def acquire(self, tokens: int = 0) -> Permit:
+        """Wait until a request of about ``tokens`` may start; the permit goes back to :meth:`release`."""
+        now = time.monotonic()
+        with self._lock:
+            wait = self._paused_until - now
+            if self.requests is not None:
+                wait = max(wait, self.requests.reserve(1, now))
+            if self.tokens is not None and tokens:
+                wait = max(wait, self.tokens.reserve(tokens, now))
+        if wait > 0:
+            try:
+                await asyncio.sleep(wait)
+            except BaseException:
+                self._give_back(tokens)
+                raise
+        if self.limit != math.inf:
+            gated = await self._enter_gate()
+        else:
+            with self._lock:
+                self.in_flight += 1
+            gated = True
+        self.requests_sent += 1
+        return Permit(tokens, time.monotonic(), gated)
+
+    def _give_back(self, tokens: int) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if self.requests is not None:
+                self.requests.give_back(1, now)
+            if self.tokens is not None and tokens:
+                self.tokens.give_back(tokens, now)
+
+    async def _enter_gate(self) -> bool:
+        loop = asyncio.get_running_loop()
+        while True:
+            with self._lock:
+                if self.in_flight < self.limit:
+                    self.in_flight += 1
+                    return True
+                future: asyncio.Future[None] = loop.create_future()
+                self._waiters.append((loop, future))
+            try:
+                await future
+            except BaseException:
+                with self._lock:
+                    if (loop, future) in self._waiters:
+                        self._waiters.remove((loop, future))
+                    elif future.done() and not future.cancelled():
+                        self._wake_locked()  # pass on the turn this waiter was given
+                raise
+
+    def _wake_locked(self) -> None:
+        while self._waiters and self.in_flight < self.limit:
+            loop, future = self._waiters.popleft()
+            if future.done():
+                continue
+            if loop.is_closed():
+                continue
+            loop.call_soon_threadsafe(_resolve, future)
+            return
+
+    def release(
+        self,
+        permit: Permit,
+        *,
+        status: int | None = None,
+        headers: Mapping[str, str] | None = None,
+        used_tokens: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        """The request ended: with ``status`` (None for no answer), the answer's headers and usage."""
+        now = time.monotonic()
+        reported = ReportedLimits.from_headers(headers) if headers else None
+        with self._lock:
+            if permit.gated:
+                self.in_flight -= 1
+            if self.tokens is not None and used_tokens is not None and permit.tokens:
+                self.tokens.give_back(permit.tokens - used_tokens, now)
+            if reported is not None:
+                self._learn(reported, now)
+            refused = status in (429, 503, 529)
+            if refused:
+                self.rate_limited += 1
+                if retry_after:
+                    self._paused_until = max(self._paused_until, now + retry_after)
+                if self.adaptive and permit.started >= self._last_decrease:
+                    self._last_decrease = now
+                    self.limit = max(1.0, (self.in_flight + 1) / 2)
+            elif status is not None and status < 400 and self.limit != math.inf:
+                self.limit += 1.0 / self.limit
+                if self.limit >= self.ceiling:
+                    self.limit = math.inf
+            self._wake_locked()
+
+    def _learn(self, reported: ReportedLimits, now: float) -> None:
+        if self.adaptive:
+            if reported.request_limit and self._set_rpm is None:
+                self._bucket_rate("requests", reported.request_limit)
+            if reported.token_limit and self._set_tpm is None:
+                self._bucket_rate("tokens", reported.token_limit)
+        if self.requests is not None and reported.request_remaining is not None:
+            self.requests.at_most(reported.request_remaining, now)
+        if self.tokens is not None and reported.token_remaining is not None:
+            self.tokens.at_most(reported.token_remaining, now)
+
+    # -- what the display shows --------------------------------------------------------------------
+
+    def describe(self) -> str:
+        """The limits in force, for the progress display and the summary: ``600 req/min, 12 in flight``."""
+        parts = []
+        if self.requests is not None:
+            source = "set" if self._set_rpm is not None else "reported"
+            parts.append(f"{self.requests.per_minute:g} req/min ({source})")
+        if self.tokens is not None:
+            source = "set" if self._set_tpm is not None else "reported"
+            parts.append(f"{self.tokens.per_minute:g} tok/min ({source})")
+        if self.limit != math.inf:
+            parts.append(f"{math.floor(self.limit)} in flight (adaptive)")
+        return ", ".join(parts)
+
+    def concurrency(self) -> int | None:
+        """The adaptive limit on requests in flight, or None while it does not limit."""
+        return None if self.limit == math.inf else math.floor(self.limit)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+_LIMITERS: dict[tuple[str, ...], Limiter] = {}
+_LIMITERS_LOCK = threading.Lock()
+
+
+def limiter_key(provider: type[Any], api_root: str, key: str | None, model: str) -> tuple[str, ...]:
+    """Who shares a limiter: the provider class, the endpoint, a digest of the key, and the model."""
+    digest = hashlib.sha256((key or "").encode()).hexdigest()[:16]
+    return (f"{provider.__module__}.{provider.__qualname__}", api_root, digest, model)
+
+
+def shared_limiter(key: tuple[str, ...]) -> Limiter:
+    """The process's limiter for ``key``, created on first use."""
+    limiter = _LIMITERS.get(key)
+    if limiter is None:
+        with _LIMITERS_LOCK:
+            limiter = _LIMITERS.setdefault(key, Limiter(f"{key[3]} at {key[1]}"))
+    return limiter
+
+
+def forget_limiters() -> None:
+    """Drop every limiter (tests, and a process that starts a new, unrelated run)."""
+    with _LIMITERS_LOCK:
+        _LIMITERS.clear()
+
+
+__all__ = [
+    "Bucket",
+    "Limiter",
+    "Permit",
+    "ReportedLimits",
+    "estimate_tokens",
+    "forget_limiters",
+    "limiter_key",
+    "shared_limiter",
+]
