@@ -267,7 +267,20 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         f"{args.pipeline}: ok. {len(described['steps'])} steps, source {described['source']}, "
         f"columns checked from its first row; no LLM was called."
     )
+    if args.estimate:
+        _print_estimate(config, args)
     return 0
+
+
+def _print_estimate(config: Any, args: argparse.Namespace) -> None:
+    from taskloom.pricing import PRICES_DATE
+
+    forecast = config.pipeline.estimate(config.parameters, sample=args.sample)
+    if getattr(args, "json", False):
+        print(json.dumps(forecast.as_dict(), indent=2))
+        return
+    print(forecast.table())
+    print(f"(prices: the pipeline's and config file's own, then the shipped table of {PRICES_DATE}; no LLM was called)")
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
@@ -323,10 +336,29 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 print(json.dumps(row, ensure_ascii=False, default=str))
         print("(dry run: nothing was cached or written)")
         return 0
+    if args.estimate:
+        _print_estimate(config, args)
+        return 0
+    from taskloom.errors import BudgetExceededError, RunInterrupted
+
     output = args.output or config.output
-    result = pipeline.run(
-        config.parameters, output=output, use_cache=not args.no_cache, progress=choose_progress(args.progress)
-    )
+    try:
+        result = pipeline.run(
+            config.parameters,
+            output=output,
+            use_cache=not args.no_cache,
+            progress=choose_progress(args.progress),
+            budget_usd=args.budget_usd,
+            max_requests=args.max_requests,
+        )
+    except RunInterrupted as stop:
+        print(f"taskloom: {stop}", file=sys.stderr)
+        return 130
+    except BudgetExceededError as stop:
+        if stop.result is not None:
+            print(summary_table(stop.result.stats))  # type: ignore[attr-defined]
+        print(f"taskloom: {stop}", file=sys.stderr)
+        return 3
     print(summary_table(result.stats))
     for leaf, path in result.files.items():
         print(f"\n{leaf}: {path}")
@@ -398,6 +430,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dry-run", action="store_true", help="one row through every step; nothing cached or written")
     run.add_argument("--no-cache", action="store_true", help="ask the LLMs again instead of using the cache")
     run.add_argument("--progress", choices=["auto", "rich", "log", "none"], default="auto")
+    run.add_argument(
+        "--budget-usd", type=float, metavar="DOLLARS", help="stop before a request could take this run's spend past it"
+    )
+    run.add_argument("--max-requests", type=int, metavar="N", help="stop before starting request N+1")
+    run.add_argument(
+        "--estimate", action="store_true", help="forecast requests, tokens and dollars per step; nothing is run"
+    )
+    run.add_argument("--sample", type=int, default=20, help="source rows the estimate formats (default 20)")
+    run.add_argument("--json", action="store_true", help="with --estimate: print JSON for scripts")
     run.set_defaults(run=_cmd_run)
 
     show = commands.add_parser("show", help="a pipeline's steps, columns and runtime parameters")
@@ -409,6 +450,9 @@ def build_parser() -> argparse.ArgumentParser:
     validate = commands.add_parser("validate", help="check a pipeline file without calling any LLM")
     validate.add_argument("pipeline")
     validate.add_argument("--set", action="append", metavar="STEP.PARAM=VALUE")
+    validate.add_argument("--estimate", action="store_true", help="also forecast requests, tokens and dollars per step")
+    validate.add_argument("--sample", type=int, default=20, help="source rows the estimate formats (default 20)")
+    validate.add_argument("--json", action="store_true", help="with --estimate: print the forecast as JSON")
     validate.set_defaults(run=_cmd_validate)
     return parser
 

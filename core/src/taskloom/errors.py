@@ -131,3 +131,34 @@ class BadRequestError(GenerationError):
 
 class AuthenticationError(TaskloomError):
     """Missing, wrong or unauthorised credentials (401, 403): every row would fail, so it stops."""
+
+
+class StopRequested(TaskloomError):
+    """The run is stopping (a budget reached, a signal): this request was not started.
+
+    Not a :class:`GenerationError`, so no row records it as a failure: the row is simply not
+    finished, and a resumed run asks for it then.
+    """
+
+
+class BudgetExceededError(TaskloomError):
+    """A run stopped at its ``budget_usd`` or ``max_requests``; ``result`` holds what it made.
+
+    Every finished row was written and every generation cached; the same run with a larger
+    budget resumes from the cache without paying again.
+    """
+
+    def __init__(self, message: str, result: object = None) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """A run stopped by Ctrl-C or SIGTERM after writing what it had; ``result`` holds it.
+
+    A ``KeyboardInterrupt``, so code that stops on Ctrl-C still does; its message says how to resume.
+    """
+
+    def __init__(self, message: str, result: object = None) -> None:
+        super().__init__(message)
+        self.result = result

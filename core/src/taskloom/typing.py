@@ -26,6 +26,8 @@ class Statistics(TypedDict, total=False):
 
     input_tokens: list[int] | int
     output_tokens: list[int] | int
+    cached_input_tokens: int
+    """Of the input tokens, how many the provider read from its prompt cache (billed lower)."""
 
 
 class GenerateOutput(TypedDict):

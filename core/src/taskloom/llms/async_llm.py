@@ -33,6 +33,19 @@ R = TypeVar("R")
 OnRetry = Callable[[RetryableError, int, float], None]
 _RUNNER_LOCK = threading.Lock()
 _ON_RETRY: contextvars.ContextVar[OnRetry | None] = contextvars.ContextVar("taskloom_on_retry", default=None)
+REQUEST_GATE: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar(
+    "taskloom_request_gate", default=None
+)
+"""Set by a run around the requests it makes: called just before each request (each retry too)
+is sent, it raises :class:`~taskloom.errors.StopRequested` once the run is stopping, so a request
+that waited for a rate limit does not start after a budget stop or a Ctrl-C."""
+
+
+def check_request_may_start() -> None:
+    """Raise :class:`~taskloom.errors.StopRequested` if the run this request belongs to is stopping."""
+    gate = REQUEST_GATE.get()
+    if gate is not None:
+        gate()
 
 
 def error_text(error: BaseException | str) -> str:

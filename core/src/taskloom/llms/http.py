@@ -35,7 +35,7 @@ from taskloom.errors import (
     ServerError,
     TaskloomError,
 )
-from taskloom.llms.async_llm import AsyncLLM, error_text
+from taskloom.llms.async_llm import AsyncLLM, check_request_may_start, error_text
 from taskloom.llms.limits import Limiter, estimate_tokens, limiter_key, shared_limiter
 from taskloom.llms.outputs import split_evenly
 from taskloom.typing import ChatType, GenerateOutput
@@ -101,11 +101,14 @@ class Reply(NamedTuple):
     """What a provider reads from one response: a text per choice, and the tokens it reports.
 
     The counts are for the whole response (all its choices); ``None`` when it reports none.
+    ``cached_input_tokens`` is the part of ``input_tokens`` read from the provider's prompt cache
+    (billed at a lower price).
     """
 
     texts: list[str | None]
     input_tokens: int | None = None
     output_tokens: int | None = None
+    cached_input_tokens: int | None = None
 
 
 class _Sessions:
@@ -386,6 +389,11 @@ class HTTPLLM(AsyncLLM):
         body = self.body(input, options, n)
         permit = await limiter.acquire(tokens)
         status: int | None = None
+        try:
+            check_request_may_start()
+        except BaseException:
+            limiter.release(permit)
+            raise
         headers: Mapping[str, str] | None = None
         used: int | None = None
         wait: float | None = None
@@ -477,6 +485,7 @@ class HTTPLLM(AsyncLLM):
         texts: list[str | None] = []
         input_tokens: list[int] = []
         output_tokens: list[int] = []
+        cached = 0
         errors: list[str | None] = []
         for reply, size in zip(replies, sizes, strict=True):
             if isinstance(reply, GenerationError):
@@ -485,6 +494,7 @@ class HTTPLLM(AsyncLLM):
                 output_tokens += [0] * size
                 errors += [error_text(reply)] * size
                 continue
+            cached += reply.cached_input_tokens or 0
             count = len(reply.texts)
             texts += reply.texts
             errors += [None] * count
@@ -498,6 +508,8 @@ class HTTPLLM(AsyncLLM):
                 "output_tokens": (output_tokens + [0] * n)[:n],
             },
         }
+        if cached:
+            output["statistics"]["cached_input_tokens"] = cached
         errors = (errors + [None] * n)[:n]
         if all(errors):
             output["error"] = errors[0]

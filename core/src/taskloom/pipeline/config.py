@@ -13,6 +13,8 @@
     sinks: [jsonl, parquet]
     parameters:                                           # runtime parameters per step
       answer: {llm: {generation_kwargs: {temperature: 0.7}}}
+    prices:                                               # dollars per million tokens, by model
+      my-finetune: {input: 0.30, output: 1.20}
 
 Every mistake is reported with the file and where in it, before any LLM is built or called.
 """
@@ -32,7 +34,7 @@ from taskloom.pipeline.graph import Flow
 from taskloom.pipeline.pipeline import Pipeline
 from taskloom.steps import Step
 
-_TOP_LEVEL = {"name", "source", "steps", "sinks", "parameters", "output", "window"}
+_TOP_LEVEL = {"name", "source", "steps", "sinks", "parameters", "output", "window", "prices"}
 
 
 class PipelineConfigError(TaskloomError, ValueError):
@@ -95,8 +97,19 @@ def build_pipeline(data: Mapping[str, Any], *, base: Path = Path("."), origin: s
     if not isinstance(parameters, dict):
         raise PipelineConfigError(f"{origin}: 'parameters' maps step names to their runtime parameters.")
     output = data.get("output")
+    from taskloom.pricing import PriceError, parse_prices
+
+    try:
+        prices = parse_prices(data.get("prices"), f"{origin}: prices")
+    except PriceError as error:
+        raise PipelineConfigError(str(error)) from None
     pipeline = Pipeline(
-        flow, source=source, sinks=sinks or None, name=str(data.get("name") or "pipeline"), window=data.get("window")
+        flow,
+        source=source,
+        sinks=sinks or None,
+        name=str(data.get("name") or "pipeline"),
+        window=data.get("window"),
+        prices=prices,
     )
     # The output folder is relative to where the command runs (out/ beside the user), sources to the file.
     return PipelineConfig(pipeline, {str(k): dict(v or {}) for k, v in parameters.items()}, _path(output, Path(".")))

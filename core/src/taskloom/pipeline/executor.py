@@ -28,7 +28,9 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from taskloom.llms.async_llm import AsyncLLM
+from taskloom.errors import StopRequested
+from taskloom.llms.async_llm import REQUEST_GATE, AsyncLLM
+from taskloom.llms.limits import estimate_tokens
 from taskloom.llms.outputs import token_counts
 from taskloom.pipeline.base import SinkWriter, Source
 from taskloom.pipeline.graph import Graph
@@ -38,7 +40,10 @@ from taskloom.typing import ChatType, GenerateOutput, Row
 from taskloom.work import Call, RowWork, run_work
 
 if TYPE_CHECKING:
+    from taskloom.llms.limits import Limiter
+    from taskloom.pipeline.budget import Budget
     from taskloom.pipeline.cache import CachedGeneration
+    from taskloom.pricing import Price, PriceTable
 
 logger = logging.getLogger("taskloom.pipeline")
 
@@ -128,6 +133,62 @@ class StepStats:
     cached: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
+    rate_limited: int = 0
+    """Answers 429 (rate limited) or 529/503 (overloaded) this step's requests got, retried or not."""
+    stopped: int = 0
+    """Rows left unfinished because the run stopped (a budget, a signal); a resume finishes them."""
+    cost_usd: float = 0.0
+    """Dollars of this run's requests (cached generations cost nothing again)."""
+    unpriced_requests: int = 0
+    """Requests to a model with no known price: their tokens are counted, their dollars are not."""
+    model: str | None = None
+    max_concurrency: int | None = None
+    limiter: Limiter | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def priced(self) -> bool:
+        """Whether every request of this step had a price (so ``cost_usd`` is the whole cost)."""
+        return self.unpriced_requests == 0
+
+    def cost_text(self) -> str:
+        """Dollars, ``no price``, or dollars plus the requests that had none."""
+        from taskloom.pricing import format_dollars
+
+        if not self.is_task:
+            return "-"
+        if self.unpriced_requests and not self.cost_usd:
+            return "no price"
+        text = format_dollars(self.cost_usd)
+        return f"{text} + no price for {self.unpriced_requests} req" if self.unpriced_requests else text
+
+    def limits_text(self) -> str:
+        """The limits in force for this step's LLM: set or reported rates, the adaptive in-flight limit."""
+        described = self.limiter.describe() if self.limiter is not None else ""
+        if self.limiter is not None and self.limiter.concurrency() is not None:
+            return described
+        base = f"{self.max_concurrency} in flight" if self.max_concurrency else ""
+        return ", ".join(part for part in (described, base) if part)
+
+    def as_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "rows_in": self.rows_in,
+            "rows_out": self.rows_out,
+            "rows_failed": self.rows_failed,
+        }
+        if self.is_task:
+            data.update(
+                model=self.model,
+                requests=self.requests,
+                retries=self.retries,
+                rate_limited=self.rate_limited,
+                cached=self.cached,
+                input_tokens=self.input_tokens,
+                output_tokens=self.output_tokens,
+                cost_usd=round(self.cost_usd, 6) if self.priced or self.cost_usd else None,
+                unpriced_requests=self.unpriced_requests,
+                rows_stopped=self.stopped,
+            )
+        return data
 
 
 @dataclass
@@ -140,6 +201,48 @@ class RunStats:
     done: int = 0
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
+    stopping: str | None = None
+    """Why the run is stopping or stopped early: ``budget``, ``max_requests``, ``interrupted``; None otherwise."""
+
+    @property
+    def cost_usd(self) -> float:
+        """Dollars of this run's requests, over every step (see :attr:`priced`)."""
+        return sum(s.cost_usd for s in self.steps.values())
+
+    @property
+    def priced(self) -> bool:
+        """Whether every request had a price, so :attr:`cost_usd` is the whole cost."""
+        return all(s.priced for s in self.steps.values())
+
+    @property
+    def rate_limited(self) -> int:
+        return sum(s.rate_limited for s in self.steps.values())
+
+    def cost_text(self) -> str:
+        from taskloom.pricing import format_dollars
+
+        unpriced = sum(s.unpriced_requests for s in self.steps.values())
+        if unpriced and not self.cost_usd:
+            return "no price"
+        text = format_dollars(self.cost_usd)
+        return f"{text} + no price for {unpriced} req" if unpriced else text
+
+    def as_dict(self) -> dict[str, Any]:
+        """The run's counters as plain data (``run.json``)."""
+        tokens_in, tokens_out = self.tokens
+        return {
+            "rows_read": self.read,
+            "rows_written": self.done,
+            "rows_total": self.total,
+            "elapsed_s": round(self.elapsed, 3),
+            "stopped": self.stopping,
+            "requests": sum(s.requests for s in self.steps.values()),
+            "rate_limited": self.rate_limited,
+            "input_tokens": tokens_in,
+            "output_tokens": tokens_out,
+            "cost_usd": round(self.cost_usd, 6) if self.priced or self.cost_usd else None,
+            "steps": {name: step.as_dict() for name, step in self.steps.items()},
+        }
 
     @property
     def elapsed(self) -> float:
@@ -182,6 +285,10 @@ class _Node:
         self.leaf_writers: list[_LeafCollector] = []
         self.semaphore: asyncio.Semaphore | None = None
         self.identity = ""
+        self.price: Price | None = None
+        self.batch = False
+        self.input_factor = 1.0
+        """Reported prompt tokens over estimated ones, the largest seen (budget estimates learn from it)."""
 
 
 class _LeafCollector:
@@ -192,6 +299,17 @@ class _LeafCollector:
         self.on_written = on_written
         self.pending: dict[int, list[Row]] = {}
         self.next_seq = 0
+
+    def flush(self) -> None:
+        """Write what waits behind a row that will never come (a stopped run): finished rows are not lost."""
+        ready = [row for seq in sorted(self.pending) for row in self.pending[seq]]
+        done = sorted(self.pending)
+        self.pending.clear()
+        if ready:
+            for writer in self.writers:
+                writer.write(ready)
+        for seq in done:
+            self.on_written(seq)
 
     def add(self, seq: int, rows: list[Row]) -> None:
         self.pending[seq] = rows
@@ -223,6 +341,8 @@ class Executor:
         identity: Callable[[Any], str],
         *,
         window: int = 2048,
+        prices: PriceTable | None = None,
+        budget: Budget | None = None,
     ) -> None:
         self.graph = graph
         self.source = source
@@ -232,10 +352,14 @@ class Executor:
         self.stats = RunStats(
             steps={name: StepStats(name, is_task=isinstance(step, Task)) for name, step in graph.steps.items()}
         )
+        self.prices = prices
+        self.budget = budget
         self._writers = writers
         self._identity = identity
         self._leaves_left: dict[int, int] = {}
         self._tickets: asyncio.Semaphore | None = None
+        self._feeder: asyncio.Future[None] | None = None
+        self._collectors: list[_LeafCollector] = []
 
     # -- wiring ------------------------------------------------------------------------------
 
@@ -250,11 +374,20 @@ class Executor:
             step = node.step
             if isinstance(step, Task):
                 llm = step.resolve_llm()
-                node.semaphore = asyncio.Semaphore(llm.max_concurrency if isinstance(llm, AsyncLLM) else 1)
+                concurrency = llm.max_concurrency if isinstance(llm, AsyncLLM) else 1
+                node.semaphore = asyncio.Semaphore(concurrency)
                 node.identity = self._identity(llm)
+                node.stats.model = llm.model_name
+                node.stats.max_concurrency = concurrency
+                limiter = getattr(llm, "limiter", None)
+                node.stats.limiter = limiter() if callable(limiter) else None
+                node.price = self.prices.lookup(llm.model_name) if self.prices is not None else None
+                node.batch = llm.in_batch_mode()
         leaves = self.graph.leaves
         for leaf in leaves:
-            nodes[leaf].leaf_writers.append(_LeafCollector(self._writers.get(leaf, []), self._written))
+            collector = _LeafCollector(self._writers.get(leaf, []), self._written)
+            nodes[leaf].leaf_writers.append(collector)
+            self._collectors.append(collector)
         self._leaf_count = len(leaves)
         return nodes
 
@@ -282,22 +415,26 @@ class Executor:
         self.stats.total = self.source.count()
         nodes = self._build()
         workers = [asyncio.ensure_future(self._work(node)) for node in nodes.values()]
-        feeder = asyncio.ensure_future(self._feed([nodes[root] for root in self.graph.roots]))
+        self._feeder = feeder = asyncio.ensure_future(self._feed([nodes[root] for root in self.graph.roots]))
         everything = [feeder, *workers]
         try:
-            # The first failure (a step's exception, or a row's) cancels the rest and is raised.
+            # The first failure (a step's exception, or a row's) cancels the rest and is raised;
+            # an abort (a stop's grace period over, a second Ctrl-C) cancels the rest and returns.
             finished: asyncio.Future[Any] = asyncio.ensure_future(asyncio.gather(*everything))
             watched: list[asyncio.Future[Any]] = [finished, self._failure]
             await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
-            if self._failure.done():
+            if self._failure.done() and not isinstance(self._failure.exception(), _Aborted):
                 self._failure.result()
-            finished.result()
+            if finished.done():
+                finished.result()
         finally:
             for task in everything:
                 task.cancel()
             await asyncio.gather(*everything, return_exceptions=True)
             if not self._failure.done():
                 self._failure.cancel()
+            for collector in self._collectors:
+                collector.flush()
             if self._writer is not None:
                 await asyncio.to_thread(self._writer.close)
             self.stats.finished = time.monotonic()
@@ -307,20 +444,53 @@ class Executor:
         if not self._failure.done():
             self._failure.set_exception(error)
 
+    # -- stopping ------------------------------------------------------------------------------
+
+    def stop(self, reason: str, grace: float | None = None) -> None:
+        """Stop starting requests and reading rows; let what is in flight finish (for ``grace`` seconds).
+
+        Rows that needed a request are left unfinished (a resume asks for them); rows already
+        answered go on through the graph and are written, so nothing paid for is lost.
+        """
+        if self.stats.stopping is None:
+            self.stats.stopping = reason
+            logger.info("stopping the run (%s): no new requests start", reason)
+            if self._feeder is not None and not self._feeder.done():
+                self._feeder.cancel()
+        if grace is not None:
+            asyncio.get_running_loop().call_later(grace, self.abort)
+
+    def abort(self) -> None:
+        """Stop at once: requests in flight are cancelled (what is cached and written stays)."""
+        if self.stats.stopping is None:
+            self.stats.stopping = "interrupted"
+        if hasattr(self, "_failure"):
+            self._fail(_Aborted())
+
+    def _gate(self) -> None:
+        if self.stats.stopping is not None:
+            raise StopRequested(f"the run is stopping ({self.stats.stopping})")
+
     async def _feed(self, roots: list[_Node]) -> None:
         assert self._tickets is not None
-        rows = self.source.rows()
-        seq = 0
-        while True:
-            chunk = await asyncio.to_thread(_take, rows, SOURCE_CHUNK)
-            for row in chunk:
-                await self._tickets.acquire()
-                for node in roots:
-                    node.inbox.put_nowait((0, seq, [row]))
-                seq += 1
-                self.stats.read = seq
-            if len(chunk) < SOURCE_CHUNK:
-                break
+        try:
+            rows = self.source.rows()
+            seq = 0
+            while self.stats.stopping is None:
+                chunk = await asyncio.to_thread(_take, rows, SOURCE_CHUNK)
+                for row in chunk:
+                    await self._tickets.acquire()
+                    if self.stats.stopping is not None:
+                        break
+                    for node in roots:
+                        node.inbox.put_nowait((0, seq, [row]))
+                    seq += 1
+                    self.stats.read = seq
+                if len(chunk) < SOURCE_CHUNK:
+                    break
+        except asyncio.CancelledError:
+            if self.stats.stopping is None:
+                raise
         for node in roots:
             node.inbox.put_nowait((0, _END, []))
 
@@ -407,11 +577,15 @@ class Executor:
             self._emit(node, unit.seq, rows)
 
     async def _task_unit(self, node: _Node, seq: int, rows: list[Row]) -> None:
-        if len(rows) == 1:
-            out = await self._task_row(node, rows[0])
-        else:
-            parts = await asyncio.gather(*(self._task_row(node, row) for row in rows))
-            out = [row for part in parts for row in part]
+        try:
+            if len(rows) == 1:
+                out = await self._task_row(node, rows[0])
+            else:
+                parts = await asyncio.gather(*(self._task_row(node, row) for row in rows))
+                out = [row for part in parts for row in part]
+        except StopRequested:
+            node.stats.stopped += len(rows)  # unfinished, not failed: a resume finishes it
+            return
         self._emit(node, seq, out)
 
     async def _task_row(self, node: _Node, row: Row) -> list[Row]:
@@ -457,25 +631,65 @@ class Executor:
             fresh = answer.fill_from_request(output, missing, keys)
             if fresh and self._writer is not None:
                 self._writer.put_many(fresh)
-            node.stats.input_tokens += sum(answer.input_tokens[i] for i in missing)
-            node.stats.output_tokens += sum(answer.output_tokens[i] for i in missing)
+            tokens_in = sum(answer.input_tokens[i] for i in missing)
+            tokens_out = sum(answer.output_tokens[i] for i in missing)
+            node.stats.input_tokens += tokens_in
+            node.stats.output_tokens += tokens_out
+            cached_in = output.get("statistics", {}).get("cached_input_tokens") or 0
+            self._spent(node, node.price, tokens_in, tokens_out, cached_in)
+            if self.budget is not None and tokens_in:
+                estimated = estimate_tokens(call.chat, None) * len(missing)
+                node.input_factor = max(node.input_factor, tokens_in / max(1, estimated))
         return answer.output()
+
+    def _spent(self, node: _Node, price: Price | None, tokens_in: int, tokens_out: int, cached_in: int) -> None:
+        if price is None:
+            node.stats.unpriced_requests += 1
+            return
+        dollars = price.cost(tokens_in, tokens_out, cached_in, batch=node.batch)
+        node.stats.cost_usd += dollars
+        if self.budget is not None:
+            self.budget.spend(dollars)
 
     async def _request(self, node: _Node, chat: ChatType, count: int, kwargs: dict[str, Any]) -> GenerateOutput:
         task = node.step
         assert isinstance(task, Task) and node.semaphore is not None and task.llm is not None
         stats = node.stats
+        llm = task.llm
 
         def retried(error: Exception, attempt: int, wait: float) -> None:
             stats.retries += 1
+            if getattr(error, "status", None) in (429, 503, 529):
+                stats.rate_limited += 1
 
-        async with node.semaphore:
-            stats.in_flight += 1
-            stats.requests += 1
-            try:
-                return await task.llm.agenerate_one(chat, count, on_retry=retried, **kwargs)
-            finally:
-                stats.in_flight -= 1
+        self._gate()
+        budget = self.budget
+        reserved = 0.0
+        if budget is not None:
+            max_new_tokens = llm.options(kwargs).max_new_tokens
+            reserved = budget.estimate(node.price, chat, count, max_new_tokens, node.batch, node.input_factor)
+            refusal = budget.admit(reserved)
+            if refusal is not None:
+                self.stop(refusal)
+                raise StopRequested(f"the run is stopping ({refusal})")
+        try:
+            async with node.semaphore:
+                self._gate()
+                stats.in_flight += 1
+                stats.requests += 1
+                gate = REQUEST_GATE.set(self._gate)
+                try:
+                    output = await llm.agenerate_one(chat, count, on_retry=retried, **kwargs)
+                finally:
+                    REQUEST_GATE.reset(gate)
+                    stats.in_flight -= 1
+        finally:
+            if budget is not None:
+                budget.release(reserved)
+        error = output.get("error") or ""
+        if error.startswith(("RateLimitError", "OverloadedError")):
+            stats.rate_limited += 1  # the last answer, after the retries ran out
+        return output
 
 
 class _Answer:
@@ -528,6 +742,10 @@ class _Answer:
         elif any(self.errors):
             result["errors"] = self.errors
         return result
+
+
+class _Aborted(Exception):
+    """The run was told to stop at once (its grace period is over, or a second Ctrl-C)."""
 
 
 def _take(rows: Iterator[Row], count: int) -> list[Row]:

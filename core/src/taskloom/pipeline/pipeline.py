@@ -34,6 +34,9 @@ from taskloom.work import Call, run_work
 if TYPE_CHECKING:
     import datasets
 
+    from taskloom.pipeline.estimate import RunEstimate
+    from taskloom.pricing import PriceTable
+
 logger = logging.getLogger("taskloom.pipeline")
 
 DEFAULT_OUTPUT = Path("out")
@@ -109,6 +112,7 @@ class Pipeline:
         sinks: Sequence[Sink] | None = None,
         name: str = "pipeline",
         window: int | None = None,
+        prices: Mapping[str, Any] | None = None,
     ) -> None:
         if isinstance(steps, Step | Flow):
             flow = Flow.of(steps)
@@ -121,6 +125,10 @@ class Pipeline:
         self.source = _as_source(source) if source is not None else None
         self.sinks: list[Sink] = list(sinks) if sinks is not None else []
         self.window = window
+        from taskloom.pricing import parse_prices
+
+        self.prices = parse_prices(prices, f"pipeline {name!r}: prices")
+        """This pipeline's own prices (dollars per million tokens by model), over the config file's and shipped ones."""
 
     @property
     def steps(self) -> dict[str, Step]:
@@ -191,27 +199,88 @@ class Pipeline:
     ) -> list[DryRunStep]:
         """Send one row through every step, showing what each LLM is asked; nothing is cached or written."""
         _, first = self._prepare(parameters, source)
+        asked_by: dict[str, list[Any]] = {}
+
+        def ask_for(task: Task) -> Callable[[list[Call]], list[GenerateOutput]]:
+            return _recording(task, asked_by.setdefault(task.name, []))
+
+        return [
+            DryRunStep(name, inputs, asked_by.get(name, []), outputs)
+            for name, inputs, outputs, _ in self._walk([first], ask_for, load=True)
+        ]
+
+    def estimate(
+        self,
+        parameters: Mapping[str, Mapping[str, Any]] | None = None,
+        *,
+        source: Any = None,
+        sample: int = 20,
+    ) -> RunEstimate:
+        """Forecast requests, tokens and dollars per step from ``sample`` source rows; no LLM is called."""
+        import itertools
+
+        from taskloom.pipeline.estimate import Forecaster, RunEstimate
+
+        chosen, _ = self._prepare(parameters, source)
+        rows = list(itertools.islice(chosen.rows(), max(1, sample)))
+        prices = self.price_table()
+        forecasters: dict[str, Forecaster] = {}
+
+        def ask_for(task: Task) -> Callable[[list[Call]], list[GenerateOutput]]:
+            forecasters[task.name] = Forecaster(task, prices)
+            return forecasters[task.name].ask
+
+        for _ in self._walk(rows, ask_for, load=False):
+            pass
+        total = chosen.count()
+        scale = total / len(rows) if total is not None and rows else 1.0 / max(1, len(rows))
+        steps = []
+        for name in self.graph.order:
+            if name in forecasters:
+                forecasters[name].step.scale = scale
+                steps.append(forecasters[name].step)
+        notes = [
+            f"{s.name}: no price for {s.model!r}; add it under prices (pipeline file or config file) to see dollars."
+            for s in steps
+            if s.price is None
+        ]
+        return RunEstimate(steps, len(rows), total, notes)
+
+    def price_table(self) -> PriceTable:
+        """The prices in force for this pipeline: its own, over the config file's, over the shipped table."""
+        from taskloom.pricing import load_prices
+
+        return load_prices(self.prices)
+
+    def _walk(
+        self,
+        rows: list[Row],
+        ask_for: Callable[[Task], Callable[[list[Call]], list[GenerateOutput]]],
+        *,
+        load: bool,
+    ) -> Iterator[tuple[str, list[Row], list[Row], Step]]:
+        """``rows`` through every step in order, each task asking through ``ask_for(task)``."""
         made: dict[str, list[Row]] = {}
-        report: list[DryRunStep] = []
         for name in self.graph.order:
             step = self.graph.steps[name]
             parents = self.graph.parents[name]
-            branches = [made[p] for p in parents] if parents else [[dict(first)]]
+            branches = [made[p] for p in parents] if parents else [[dict(r) for r in rows]]
             inputs = [row for branch in branches for row in branch]
-            asked: list[Any] = []
-            step.load()
+            loads = load or not isinstance(step, Task)
+            if loads:
+                step.load()
             try:
                 if isinstance(step, JoinStep) and parents:
                     outputs = step.join(branches)
                 elif isinstance(step, Task):
-                    outputs = run_work(step.work([dict(r) for r in inputs]), _recording(step, asked))
+                    outputs = run_work(step.work([dict(r) for r in inputs]), ask_for(step))
                 else:
                     outputs = run_work(step.work([dict(r) for r in inputs]))
             finally:
-                step.unload()
+                if loads:
+                    step.unload()
             made[name] = outputs
-            report.append(DryRunStep(name, inputs, asked, outputs))
-        return report
+            yield name, inputs, outputs, step
 
     def run(
         self,
@@ -222,22 +291,40 @@ class Pipeline:
         use_cache: bool = True,
         progress: Progress | None = None,
         progress_interval: float = 0.5,
+        budget_usd: float | None = None,
+        max_requests: int | None = None,
+        stop_grace: float = 5.0,
     ) -> RunResult:
-        """Run the pipeline into ``output`` (default ``out/<name>``); a rerun there resumes from its cache."""
+        """Run the pipeline into ``output`` (default ``out/<name>``); a rerun there resumes from its cache.
+
+        ``budget_usd`` and ``max_requests`` cap what this run spends: no request starts that could
+        pass them, the rows finished are written, and :class:`~taskloom.errors.BudgetExceededError`
+        is raised with the result. Ctrl-C or SIGTERM stops starting requests, lets those in flight
+        finish for up to ``stop_grace`` seconds (a second signal stops at once), writes every
+        finished row and raises :class:`~taskloom.errors.RunInterrupted` (a ``KeyboardInterrupt``).
+        Either way the same call resumes from the cache without paying again.
+        """
+        from taskloom.pipeline.budget import Budget
         from taskloom.pipeline.run_folder import RunFolder
         from taskloom.registry import get_sink
 
         chosen, _ = self._prepare(parameters, source)
+        prices = self.price_table()
+        budget = None
+        if budget_usd is not None or max_requests is not None:
+            self._check_budget(budget_usd, max_requests, prices, chosen)
+            budget = Budget(budget_usd, max_requests)
         target = Path(output) if output is not None else DEFAULT_OUTPUT / self.name
         folder = RunFolder(target, self.name, self.signature())
         folder.claim()
         sinks = self.sinks or [get_sink("jsonl")]
         leaves = self.graph.leaves
+        cached = 0
         with folder.lock():
             cache, key, identity = _open_cache(folder.cache_path) if use_cache else (None, _no_key, _no_identity)
             writers: dict[str, list[SinkWriter]] = {leaf: [] for leaf in leaves}
             loaded: list[Step] = []
-            stats: RunStats | None = None
+            executor: Executor | None = None
             try:
                 for leaf in leaves:
                     for sink in sinks:
@@ -253,8 +340,10 @@ class Pipeline:
                     key,
                     identity,
                     window=self.window or _window(self.graph),
+                    prices=prices,
+                    budget=budget,
                 )
-                stats = _run_coroutine(self._drive(executor, progress, progress_interval))
+                _run_coroutine(self._drive(executor, progress, progress_interval, stop_grace))
             finally:
                 for writer in (w for ws in writers.values() for w in ws):
                     try:
@@ -264,7 +353,13 @@ class Pipeline:
                 for step in reversed(loaded):
                     step.unload()
                 if cache is not None:
+                    with contextlib.suppress(Exception):
+                        cached = len(cache)
                     cache.close()
+                if executor is not None and executor.stats.finished is not None:
+                    with contextlib.suppress(OSError):
+                        folder.record_run(_run_record(executor.stats, prices, budget_usd, max_requests))
+        stats = executor.stats
         result = RunResult(folder.data_dir, stats, leaves)
         for sink in sinks:
             result.sinks[sink.type_name()] = sink.result()
@@ -273,13 +368,55 @@ class Pipeline:
             result.files = {str(k): Path(v) for k, v in jsonl.items()}
         elif jsonl is not None and len(leaves) == 1:
             result.files = {leaves[0]: Path(jsonl)}
+        if stats.stopping is not None:
+            _raise_stopped(result, stats, cached, budget_usd, max_requests)
         return result
 
-    async def _drive(self, executor: Executor, progress: Progress | None, interval: float) -> RunStats:
-        try:
-            return await self._drive_with_progress(executor, progress, interval)
-        finally:
-            await self._close_clients()
+    def _check_budget(
+        self, budget_usd: float | None, max_requests: int | None, prices: PriceTable, source: Source
+    ) -> None:
+        """Refuse, before any request, a budget that cannot be kept or that could not pay for one request."""
+        from taskloom.pricing import format_dollars
+
+        if budget_usd is not None and budget_usd <= 0:
+            raise PipelineError(f"budget_usd must be a positive number of dollars, got {budget_usd!r}.")
+        if max_requests is not None and max_requests < 1:
+            raise PipelineError(f"max_requests must be at least 1, got {max_requests!r}.")
+        if budget_usd is None:
+            return
+        for name in self.graph.order:
+            step = self.graph.steps[name]
+            if not isinstance(step, Task):
+                continue
+            llm = step.resolve_llm()
+            if prices.lookup(llm.model_name) is None:
+                raise PipelineError(
+                    f"A dollar budget needs a price for every model, and step {name!r} uses {llm.model_name!r}, "
+                    "which has none. Add it to the pipeline file (prices: {"
+                    f"{llm.model_name!r}: {{input: ..., output: ...}}}}, dollars per million tokens) or to the "
+                    "config file's [prices], or cap the run with max_requests instead."
+                )
+            if not llm.accepts("max_new_tokens") or llm.options().max_new_tokens is None:
+                raise PipelineError(
+                    f"A dollar budget needs each request's worst case, and step {name!r} ({llm.model_name}) sets no "
+                    "max_new_tokens: set generation_kwargs.max_new_tokens so that a request's cost has a bound."
+                )
+        forecast = self.estimate(source=source, sample=5)
+        for step_estimate in forecast.steps:
+            if step_estimate.one_request_usd > budget_usd:
+                raise PipelineError(
+                    f"The budget of {format_dollars(budget_usd)} cannot pay for one request of step "
+                    f"{step_estimate.name!r}: one request to {step_estimate.model} may cost up to "
+                    f"{format_dollars(step_estimate.one_request_usd)} ({step_estimate.output_bound}). "
+                    "Raise budget_usd or lower max_new_tokens."
+                )
+
+    async def _drive(self, executor: Executor, progress: Progress | None, interval: float, grace: float) -> RunStats:
+        with _stopping_on_signals(executor, grace):
+            try:
+                return await self._drive_with_progress(executor, progress, interval)
+            finally:
+                await self._close_clients()
 
     async def _close_clients(self) -> None:
         """Close every async LLM's clients on this loop, which ends with the run."""
@@ -319,6 +456,82 @@ def _recording(task: Task, asked: list[Any]) -> Callable[[list[Call]], list[Gene
         return task._generate_calls(calls)
 
     return ask
+
+
+@contextlib.contextmanager
+def _stopping_on_signals(executor: Executor, grace: float) -> Iterator[None]:
+    """Ctrl-C or SIGTERM stops the run cleanly (a second one at once), on the main thread's loop.
+
+    Elsewhere (a notebook runs the pipeline in a thread of its own) signals stay as they are.
+    """
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    loop = asyncio.get_running_loop()
+    received: list[int] = []
+
+    def on_signal(number: int) -> None:
+        received.append(number)
+        if len(received) == 1:
+            executor.stop("interrupted", grace=grace)
+        else:
+            executor.abort()
+
+    installed = []
+    for number in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(number, on_signal, number)
+            installed.append(number)
+        except (NotImplementedError, RuntimeError, ValueError):  # not on this platform or loop
+            pass
+    try:
+        yield
+    finally:
+        for number in installed:
+            loop.remove_signal_handler(number)
+
+
+def _run_record(
+    stats: RunStats, prices: PriceTable, budget_usd: float | None, max_requests: int | None
+) -> dict[str, Any]:
+    """What ``run.json`` keeps of one run: its counters, dollars, limits and how it ended."""
+    import datetime
+
+    from taskloom.pricing import PRICES_DATE
+
+    record = stats.as_dict()
+    record["ended"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    record["budget_usd"] = budget_usd
+    record["max_requests"] = max_requests
+    record["prices_date"] = PRICES_DATE
+    record["prices"] = {
+        step.model: prices.lookup(step.model).model_dump()  # type: ignore[union-attr]
+        for step in stats.steps.values()
+        if step.model is not None and prices.lookup(step.model) is not None
+    }
+    return record
+
+
+def _raise_stopped(
+    result: RunResult, stats: RunStats, cached: int, budget_usd: float | None, max_requests: int | None
+) -> None:
+    from taskloom.errors import BudgetExceededError, RunInterrupted
+    from taskloom.pricing import format_dollars
+
+    total = f" of {stats.total}" if stats.total is not None else ""
+    written = f"{stats.done}{total} rows written to {result.output_dir}, {cached} generations cached"
+    resume = "run the same command again to resume (nothing already answered is paid for again)"
+    if stats.stopping == "interrupted":
+        raise RunInterrupted(f"Interrupted: {written}; {resume}.", result)
+    if stats.stopping == "max_requests":
+        why = f"Stopped at max_requests={max_requests}"
+        more = "with a larger max_requests"
+    else:
+        why = f"Stopped at the budget of {format_dollars(budget_usd)} (spent {stats.cost_text()})"
+        more = "with a larger budget"
+    raise BudgetExceededError(f"{why}: {written}; {resume} {more}.", result)
 
 
 def _open_cache(path: Path) -> tuple[Any, Any, Any]:

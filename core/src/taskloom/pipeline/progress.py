@@ -21,9 +21,12 @@ def status_line(stats: RunStats) -> str:
     """One line: rows done of total, rate, requests in flight, failures, tokens."""
     total = f"/{stats.total}" if stats.total is not None else ""
     tokens_in, tokens_out = stats.tokens
+    limited = f", {stats.rate_limited} answered 429" if stats.rate_limited else ""
+    stopping = f", stopping ({stats.stopping})" if stats.stopping else ""
     return (
         f"{stats.done}{total} rows, {_rate(stats):.1f} rows/s, {stats.in_flight} in flight, "
-        f"{stats.failed} failed, tokens {tokens_in} in / {tokens_out} out, {stats.elapsed:.0f}s"
+        f"{stats.failed} failed, tokens {tokens_in} in / {tokens_out} out, {stats.cost_text()}{limited}, "
+        f"{stats.elapsed:.0f}s{stopping}"
     )
 
 
@@ -69,8 +72,22 @@ class RichProgress:
         grid = Table.grid(padding=(0, 1))
         grid.add_row(ProgressBar(total=stats.total or None, completed=stats.done, width=40), status_line(stats))
         steps = Table(box=None, padding=(0, 1), show_header=True, header_style="bold")
-        for header in ("step", "rows in", "rows out", "failed", "in flight", "requests", "retries", "cached", "tokens"):
-            steps.add_column(header, justify="left" if header == "step" else "right")
+        headers = (
+            "step",
+            "rows in",
+            "rows out",
+            "failed",
+            "in flight",
+            "requests",
+            "retries",
+            "429",
+            "cached",
+            "tokens",
+            "cost",
+            "limit",
+        )
+        for header in headers:
+            steps.add_column(header, justify="left" if header in ("step", "limit") else "right")
         for step in stats.steps.values():
             steps.add_row(
                 step.name,
@@ -80,8 +97,11 @@ class RichProgress:
                 str(step.in_flight) if step.is_task else "-",
                 str(step.requests) if step.is_task else "-",
                 str(step.retries) if step.is_task else "-",
+                str(step.rate_limited) if step.is_task else "-",
                 str(step.cached) if step.is_task else "-",
                 f"{step.input_tokens}/{step.output_tokens}" if step.is_task else "-",
+                step.cost_text(),
+                step.limits_text() if step.is_task else "-",
             )
         outer = Table.grid()
         outer.add_row(grid)
@@ -103,8 +123,10 @@ def choose_progress(mode: str = "auto") -> Any:
 
 def summary_table(stats: RunStats) -> str:
     """The end-of-run summary: per step, rows ok / failed, requests, retries, cache hits, tokens."""
-    headers = ["step", "rows", "ok", "failed", "requests", "retries", "cached", "tokens in", "tokens out"]
+    headers = ["step", "rows", "ok", "failed", "requests", "retries", "429", "cached", "tokens in", "tokens out"]
+    headers.append("cost")
     lines = []
+    limits = []
     for step in stats.steps.values():
         lines.append(
             [
@@ -114,9 +136,16 @@ def summary_table(stats: RunStats) -> str:
                 str(step.rows_failed),
                 str(step.requests) if step.is_task else "-",
                 str(step.retries) if step.is_task else "-",
+                str(step.rate_limited) if step.is_task else "-",
                 str(step.cached) if step.is_task else "-",
                 str(step.input_tokens) if step.is_task else "-",
                 str(step.output_tokens) if step.is_task else "-",
+                step.cost_text(),
             ]
         )
-    return format_table(lines, headers) + f"\n{stats.done} rows in {stats.elapsed:.1f}s ({_rate(stats):.1f} rows/s)"
+        if step.is_task and step.limits_text():
+            limits.append(f"{step.name}: {step.limits_text()}")
+    tail = f"\n{stats.done} rows in {stats.elapsed:.1f}s ({_rate(stats):.1f} rows/s), cost {stats.cost_text()}"
+    if limits:
+        tail += "\nlimits in force: " + "; ".join(limits)
+    return format_table(lines, headers) + tail

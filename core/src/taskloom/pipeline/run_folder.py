@@ -5,9 +5,12 @@ the folder must say which pipeline it belongs to, and a run of another pipeline 
 folder of files) must be refused before any LLM is called, with nothing in it changed: one mistyped
 ``--output`` must not mix two pipelines' outputs or overwrite a week of paid-for generations.
 
-Ownership is ``run.json``, created once and never rewritten. It records the pipeline's name and
-its *signature* (step names, types and edges; not runtime parameters, which a user may change
-between a run and its resume). A second process running the same pipeline into the same folder
+Ownership is ``run.json``, created once; its ownership fields never change. It records the
+pipeline's name and its *signature* (step names, types and edges; not runtime parameters, which a
+user may change between a run and its resume), and, under ``runs``, what each run into the folder
+did: rows, requests, 429s, tokens, dollars and how it ended. A run adds its record by writing a
+whole new file and renaming it into place while it holds the lock, so a reader never sees half a
+file. A second process running the same pipeline into the same folder
 is kept out by an OS lock on ``.lock``, which the kernel drops when its holder dies, even by
 SIGKILL, so a crashed run never leaves a stale lock behind.
 """
@@ -168,6 +171,25 @@ class RunFolder:
                 "Pick another --output folder, or delete that one."
             )
         return data
+
+    def record_run(self, record: Mapping[str, Any]) -> None:
+        """Add one run's record to ``run.json`` (under ``runs``); call it while holding :meth:`lock`."""
+        data = self.owner()
+        if data is None:
+            return
+        runs = data.get("runs")
+        data["runs"] = [*(runs if isinstance(runs, list) else []), dict(record)]
+        tmp = self.path / f"{_TMP_PREFIX}{os.getpid()}.record.tmp"
+        try:
+            with open(tmp, "w", encoding="utf-8") as handle:
+                json.dump(data, handle, indent=2, ensure_ascii=False, default=str)
+                handle.write("\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, self.run_file)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
 
     def _check_owner(self) -> None:
         data = self.owner()

@@ -1,10 +1,12 @@
 """A scripted loopback HTTP server, for the failures a real server will not produce on demand.
 
 Provider tests run their success paths against a real server; 429 with ``Retry-After``, 500,
-529, timeouts and malformed bodies come from here. Each request gets the next :class:`Reply`
-of the script (the last one repeats), and every request is recorded (path, headers, JSON
-body, arrival time) so a test can count retries and check what was sent. A provider's tests
-add only the body shapes of their API (a chat completion, a message, an error).
+529, timeouts and malformed bodies come from here. Each request, POST or GET, gets the next
+:class:`Reply` of the script (the last one repeats), and every request is recorded (method,
+path, headers, JSON body, arrival time) so a test can count retries and check what was sent.
+GETs share the script with POSTs because a batch API's calls come in one known order (submit,
+poll, fetch the results), so one list of replies tells that story. A provider's tests add only
+the body shapes of their API (a chat completion, a message, an error).
 """
 
 from __future__ import annotations
@@ -37,20 +39,25 @@ class Reply:
 
 @dataclass
 class Request:
-    """One request the server received; header names are lower case."""
+    """One request the server received; header names are lower case.
+
+    ``method`` comes last, with a default, so that code building a ``Request`` by position from
+    before GETs were answered keeps working. ``body`` is ``None`` for a request without one (a GET).
+    """
 
     path: str
     headers: dict[str, str]
     body: Any
     at: float
+    method: str = "POST"
 
 
 Step = Reply | Callable[[Any], Reply]
-"""A reply, or a function of the request's JSON body that returns one."""
+"""A reply, or a function of the request's JSON body (``None`` for a GET) that returns one."""
 
 
 class ScriptedServer:
-    """A threaded loopback server answering POSTs from a script; usable as a context manager.
+    """A threaded loopback server answering POSTs and GETs from a script; usable as a context manager.
 
     It listens from construction on; ``close()`` (or leaving the ``with`` block) stops it, and
     cuts short any scripted delay still running.
@@ -70,8 +77,14 @@ class ScriptedServer:
                 pass
 
             def do_POST(self) -> None:
+                self._answer("POST")
+
+            def do_GET(self) -> None:
+                self._answer("GET")
+
+            def _answer(self, method: str) -> None:
                 raw = self.rfile.read(int(self.headers.get("content-length") or 0))
-                reply = owner._record(self.path, dict(self.headers.items()), raw)
+                reply = owner._record(self.path, dict(self.headers.items()), raw, method)
                 if reply.delay and owner._closing.wait(reply.delay):
                     return
                 payload = reply.payload()
@@ -95,13 +108,18 @@ class ScriptedServer:
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
         self._thread.start()
 
-    def _record(self, path: str, headers: dict[str, str], raw: bytes) -> Reply:
-        try:
-            body = json.loads(raw) if raw else {}
-        except ValueError:
-            body = {"_raw": raw.decode(errors="replace")}
+    def _record(self, path: str, headers: dict[str, str], raw: bytes, method: str = "POST") -> Reply:
+        body: Any
+        if not raw:
+            body = None if method == "GET" else {}  # an empty POST has always been recorded as {}
+        else:
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                body = {"_raw": raw.decode(errors="replace")}
+        headers = {k.lower(): v for k, v in headers.items()}
         with self._lock:
-            self.requests.append(Request(path, {k.lower(): v for k, v in headers.items()}, body, time.monotonic()))
+            self.requests.append(Request(path, headers, body, time.monotonic(), method))
             step = self.script.pop(0) if len(self.script) > 1 else self.script[0]
         return step(body) if callable(step) else step
 

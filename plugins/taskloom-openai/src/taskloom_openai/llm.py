@@ -184,10 +184,13 @@ class OpenAILLM(HTTPLLM):
         usage = body.get("usage")
         usage = usage if isinstance(usage, dict) else {}
         prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        details = usage.get("prompt_tokens_details")
+        cached = details.get("cached_tokens") if isinstance(details, dict) else None
         return Reply(
             texts,
             prompt if isinstance(prompt, int) else None,
             completion if isinstance(completion, int) else None,
+            cached if isinstance(cached, int) else None,
         )
 
     # -- the Batch API ---------------------------------------------------------------------------
