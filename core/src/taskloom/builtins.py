@@ -17,8 +17,10 @@ def register_tasks(register: TaskRegister) -> None:
 
 @hookimpl
 def register_llms(register: LLMRegister) -> None:
+    from taskloom.llms.fallback import FallbackLLM
     from taskloom.testing.scripted import ScriptedAsyncLLM, ScriptedLLM
 
+    register(FallbackLLM)
     register(ScriptedLLM)
     register(ScriptedAsyncLLM)
 

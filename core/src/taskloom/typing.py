@@ -44,3 +44,5 @@ class GenerateOutput(TypedDict):
     statistics: Statistics
     error: NotRequired[str | None]
     errors: NotRequired[list[str | None]]
+    answered_by: NotRequired[list[str | None]]
+    """Which LLM wrote each generation, when one LLM stands for several (a fallback): ``openai:gpt-4o-mini``."""

@@ -193,6 +193,11 @@ class HTTPLLM(AsyncLLM):
     api_key: SecretStr | None = Field(
         default=None, description="API key; defaults to the provider's environment variable at load(). Never dumped."
     )
+    key_env: str | None = Field(
+        default=None,
+        description="An environment variable to read the key from instead of the provider's own "
+        "(several keys of one provider, each a member of a fallback).",
+    )
     timeout: float = Field(default=120.0, gt=0, description="Seconds to wait for one request's answer.")
     requests_per_minute: RuntimeParameter[int | None] = Field(
         default=None,
@@ -262,10 +267,11 @@ class HTTPLLM(AsyncLLM):
     def load(self) -> None:
         """Find the key (the field, else the environment variable); sessions open on first use."""
         key = self.api_key.get_secret_value() if self.api_key is not None else ""
-        if not key and self.api_key_env:
-            key = os.environ.get(self.api_key_env, "")
+        env = self.key_env or self.api_key_env
+        if not key and env:
+            key = os.environ.get(env, "")
         if not key and self.key_required:
-            where = f"set the environment variable {self.api_key_env} or pass" if self.api_key_env else "pass"
+            where = f"set the environment variable {env} or pass" if env else "pass"
             raise AuthenticationError(
                 f"{type(self).__name__} needs an API key: {where} api_key=... "
                 "(for a local server that checks none, any non-empty value, e.g. api_key='none')."

@@ -70,6 +70,9 @@ IDENTITY_EXCLUDED_FIELDS: frozenset[str] = frozenset(
         "requests_per_minute",
         "tokens_per_minute",
         "adaptive_concurrency",
+        "key_env",
+        "failover_wait",
+        "cooldown",
     }
 )
 """LLM fields that never change the text a model writes, so changing them keeps the cache valid.

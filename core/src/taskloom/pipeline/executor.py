@@ -421,6 +421,7 @@ class Executor:
             # The first failure (a step's exception, or a row's) cancels the rest and is raised;
             # an abort (a stop's grace period over, a second Ctrl-C) cancels the rest and returns.
             finished: asyncio.Future[Any] = asyncio.ensure_future(asyncio.gather(*everything))
+            finished.add_done_callback(_retrieved)  # an abort leaves it failed or cancelled: not news
             watched: list[asyncio.Future[Any]] = [finished, self._failure]
             await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
             if self._failure.done() and not isinstance(self._failure.exception(), _Aborted):
@@ -636,7 +637,11 @@ class Executor:
             node.stats.input_tokens += tokens_in
             node.stats.output_tokens += tokens_out
             cached_in = output.get("statistics", {}).get("cached_input_tokens") or 0
-            self._spent(node, node.price, tokens_in, tokens_out, cached_in)
+            members = output.get("answered_by")
+            if members and self.prices is not None:
+                self._spent_by_member(node, members, answer, missing, cached_in)
+            else:
+                self._spent(node, node.price, tokens_in, tokens_out, cached_in)
             if self.budget is not None and tokens_in:
                 estimated = estimate_tokens(call.chat, None) * len(missing)
                 node.input_factor = max(node.input_factor, tokens_in / max(1, estimated))
@@ -650,6 +655,21 @@ class Executor:
         node.stats.cost_usd += dollars
         if self.budget is not None:
             self.budget.spend(dollars)
+
+    def _spent_by_member(
+        self, node: _Node, members: list[str | None], answer: _Answer, missing: list[int], cached_in: int
+    ) -> None:
+        """A fallback's request: each generation priced by the model of the member that wrote it."""
+        assert self.prices is not None
+        by_model: dict[str, tuple[int, int]] = {}
+        for position, index in enumerate(missing):
+            label = members[position] if position < len(members) else None
+            model = (label or "").partition(":")[2] or node.stats.model or ""
+            tokens_in, tokens_out = by_model.get(model, (0, 0))
+            by_model[model] = (tokens_in + answer.input_tokens[index], tokens_out + answer.output_tokens[index])
+        for model, (tokens_in, tokens_out) in by_model.items():
+            self._spent(node, self.prices.lookup(model), tokens_in, tokens_out, cached_in)
+            cached_in = 0
 
     async def _request(self, node: _Node, chat: ChatType, count: int, kwargs: dict[str, Any]) -> GenerateOutput:
         task = node.step
@@ -665,16 +685,17 @@ class Executor:
         self._gate()
         budget = self.budget
         reserved = 0.0
-        if budget is not None:
-            max_new_tokens = llm.options(kwargs).max_new_tokens
-            reserved = budget.estimate(node.price, chat, count, max_new_tokens, node.batch, node.input_factor)
-            refusal = budget.admit(reserved)
-            if refusal is not None:
-                self.stop(refusal)
-                raise StopRequested(f"the run is stopping ({refusal})")
         try:
             async with node.semaphore:
                 self._gate()
+                if budget is not None:  # admitted only now, as it starts: waiting rows reserve nothing
+                    max_new_tokens = llm.options(kwargs).max_new_tokens
+                    reserved = budget.estimate(node.price, chat, count, max_new_tokens, node.batch, node.input_factor)
+                    refusal = budget.admit(reserved)
+                    if refusal is not None:
+                        reserved = 0.0
+                        self.stop(refusal)
+                        raise StopRequested(f"the run is stopping ({refusal})")
                 stats.in_flight += 1
                 stats.requests += 1
                 gate = REQUEST_GATE.set(self._gate)
@@ -700,6 +721,7 @@ class _Answer:
         self.input_tokens = [0] * n
         self.output_tokens = [0] * n
         self.errors: list[str | None] = [None] * n
+        self.answered_by: list[str | None] | None = None
 
     def fill_from_cache(self, hits: dict[str, CachedGeneration], keys: list[str]) -> list[int]:
         """Take what the cache has; the indices it lacks."""
@@ -720,6 +742,12 @@ class _Answer:
         tokens_in, tokens_out = token_counts(output.get("statistics"), len(missing))
         error = output.get("error")
         errors = output.get("errors") or []
+        members = output.get("answered_by")
+        if members:
+            self.answered_by = self.answered_by or [None] * len(self.texts)
+            for position, index in enumerate(missing):
+                if position < len(members):
+                    self.answered_by[index] = members[position]
         fresh: list[CacheEntry] = []
         for position, index in enumerate(missing):
             text = generations[position] if position < len(generations) else None
@@ -741,7 +769,14 @@ class _Answer:
             result["error"] = self.errors[0]
         elif any(self.errors):
             result["errors"] = self.errors
+        if self.answered_by is not None:
+            result["answered_by"] = self.answered_by
         return result
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 class _Aborted(Exception):

@@ -233,6 +233,8 @@ class Pipeline:
         for _ in self._walk(rows, ask_for, load=False):
             pass
         total = chosen.count()
+        if total is None and _is_file(chosen):
+            total = sum(1 for _ in chosen.rows())  # a line count: cheap next to what it forecasts
         scale = total / len(rows) if total is not None and rows else 1.0 / max(1, len(rows))
         steps = []
         for name in self.graph.order:
@@ -532,6 +534,12 @@ def _raise_stopped(
         why = f"Stopped at the budget of {format_dollars(budget_usd)} (spent {stats.cost_text()})"
         more = "with a larger budget"
     raise BudgetExceededError(f"{why}: {written}; {resume} {more}.", result)
+
+
+def _is_file(source: Source) -> bool:
+    from taskloom.pipeline.sources import FileSource
+
+    return isinstance(source, FileSource)
 
 
 def _open_cache(path: Path) -> tuple[Any, Any, Any]:

@@ -276,6 +276,7 @@ class Task(Step):
         input_tokens, output_tokens = token_counts(output.get("statistics"), len(generations))
         error = output.get("error")
         errors = output.get("errors") or []
+        answered_by = output.get("answered_by")
         upstream_meta = _upstream_metadata(row.get(METADATA))
 
         formatted = []
@@ -290,6 +291,8 @@ class Task(Step):
             failure = errors[index] if index < len(errors) and errors[index] else error
             if failure:
                 meta["error_" + name] = failure
+            if answered_by and index < len(answered_by) and answered_by[index]:
+                meta["answered_by_" + name] = answered_by[index]
             columns[METADATA] = meta
             formatted.append(columns)
         return formatted
