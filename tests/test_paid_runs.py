@@ -353,6 +353,8 @@ def test_failover_goes_to_the_next_member_and_records_who_answered(tmp_path: Pat
             get_task("text-generation", name="answer", llm=llm_from_spec(spec)), source=ROWS[:10], name="fo"
         ).run(output=tmp_path / "out", progress=None)
         assert again.stats.steps["answer"].cached == 10 and first.stats()["answered"] == 0
+        resumed = list(again.rows())
+        assert {r["distilabel_metadata"]["answered_by_answer"] for r in resumed} == {"openai:backup-model"}
 
 
 def test_a_member_that_asks_for_a_long_wait_is_skipped_at_once() -> None:

@@ -303,3 +303,22 @@ def test_both_caches_fit_the_protocol(tmp_path: Path) -> None:
     for store in stores:
         store.put("k", "v", None, None)
         store.close()
+
+
+def test_a_version_1_cache_gains_answered_by_and_keeps_its_generations(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    db.execute(
+        "CREATE TABLE generations (key TEXT PRIMARY KEY, text TEXT, input_tokens INTEGER, "
+        "output_tokens INTEGER, created REAL NOT NULL)"
+    )
+    db.execute("INSERT INTO generations VALUES ('k', 'old text', 1, 2, 0)")
+    db.execute("PRAGMA user_version=1")
+    db.commit()
+    db.close()
+    with GenerationCache(path) as cache:
+        assert cache.get("k") == CachedGeneration("old text", 1, 2)
+        cache.put_many([("n", "new", 3, 4, "openai:m")])
+        assert cache.get("n") == CachedGeneration("new", 3, 4, "openai:m")

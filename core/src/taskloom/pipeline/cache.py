@@ -53,8 +53,11 @@ CACHE_FILENAME = "cache.sqlite"
 _KEY_VERSION = 1
 """Part of every key: bump it when the key's recipe changes, so old entries simply stop matching."""
 
-_SCHEMA_VERSION = 1
-"""``PRAGMA user_version`` of a cache file this code wrote; a newer file is refused, not misread."""
+_SCHEMA_VERSION = 2
+"""``PRAGMA user_version`` of a cache file this code wrote; a newer file is refused, not misread.
+
+Version 2 added ``answered_by`` (which member of a fallback wrote a generation); a version 1 file
+gains the column when it is opened, and its generations keep working."""
 
 _CHUNK = 500
 """Keys per ``IN (...)`` query: below SQLite's oldest default limit of 999 bound variables."""
@@ -100,10 +103,14 @@ class CachedGeneration:
     text: str | None
     input_tokens: int | None
     output_tokens: int | None
+    answered_by: str | None = None
+    """The LLM that wrote it, when one LLM stands for several (a fallback's member)."""
 
 
-CacheEntry = tuple[str, str | None, int | None, int | None]
-"""``(key, text, input_tokens, output_tokens)``: one row for :meth:`GenerationCache.put_many`."""
+CacheEntry = (
+    tuple[str, str | None, int | None, int | None] | tuple[str, str | None, int | None, int | None, str | None]
+)
+"""``(key, text, input_tokens, output_tokens[, answered_by])``: one row for :meth:`GenerationCache.put_many`."""
 
 
 # -- keys ------------------------------------------------------------------------------------
@@ -205,7 +212,14 @@ class GenerationStore(Protocol):
 
     def get_many(self, keys: Sequence[str]) -> dict[str, CachedGeneration]: ...
 
-    def put(self, key: str, text: str | None, input_tokens: int | None, output_tokens: int | None) -> None: ...
+    def put(
+        self,
+        key: str,
+        text: str | None,
+        input_tokens: int | None,
+        output_tokens: int | None,
+        answered_by: str | None = None,
+    ) -> None: ...
 
     def put_many(self, entries: Iterable[CacheEntry]) -> None: ...
 
@@ -222,11 +236,15 @@ CREATE TABLE IF NOT EXISTS generations (
     text TEXT,
     input_tokens INTEGER,
     output_tokens INTEGER,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    answered_by TEXT
 )
 """
 
-_UPSERT = "INSERT OR REPLACE INTO generations (key, text, input_tokens, output_tokens, created) VALUES (?, ?, ?, ?, ?)"
+_UPSERT = (
+    "INSERT OR REPLACE INTO generations (key, text, input_tokens, output_tokens, created, answered_by) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
 
 
 class GenerationCache:
@@ -261,6 +279,9 @@ class GenerationCache:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute(_CREATE)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(generations)")}
+            if "answered_by" not in columns:  # a version 1 file
+                self._db.execute("ALTER TABLE generations ADD COLUMN answered_by TEXT")
             if version < _SCHEMA_VERSION:
                 self._db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
         except sqlite3.DatabaseError as error:
@@ -282,22 +303,30 @@ class GenerationCache:
                 chunk = unique[start : start + _CHUNK]
                 marks = ",".join("?" * len(chunk))
                 rows = self._db.execute(
-                    f"SELECT key, text, input_tokens, output_tokens FROM generations WHERE key IN ({marks})",
+                    f"SELECT key, text, input_tokens, output_tokens, answered_by FROM generations "
+                    f"WHERE key IN ({marks})",
                     chunk,
                 )
-                for key, text, input_tokens, output_tokens in rows:
-                    found[key] = CachedGeneration(text, input_tokens, output_tokens)
+                for key, text, input_tokens, output_tokens, answered_by in rows:
+                    found[key] = CachedGeneration(text, input_tokens, output_tokens, answered_by)
         return found
 
-    def put(self, key: str, text: str | None, input_tokens: int | None, output_tokens: int | None) -> None:
+    def put(
+        self,
+        key: str,
+        text: str | None,
+        input_tokens: int | None,
+        output_tokens: int | None,
+        answered_by: str | None = None,
+    ) -> None:
         """Store one finished generation and commit at once, so a kill right after cannot lose it."""
         with self._lock:
-            self._db.execute(_UPSERT, (key, text, input_tokens, output_tokens, time.time()))
+            self._db.execute(_UPSERT, (key, text, input_tokens, output_tokens, time.time(), answered_by))
 
     def put_many(self, entries: Iterable[CacheEntry]) -> None:
         """Store many generations in one transaction: all of them or, if interrupted, none."""
         now = time.time()
-        rows = [(key, text, input_tokens, output_tokens, now) for key, text, input_tokens, output_tokens in entries]
+        rows = [(*entry[:4], now, entry[4] if len(entry) > 4 else None) for entry in entries]
         if not rows:
             return
         with self._lock:
@@ -340,7 +369,14 @@ class NullCache:
     def get_many(self, keys: Sequence[str]) -> dict[str, CachedGeneration]:
         return {}
 
-    def put(self, key: str, text: str | None, input_tokens: int | None, output_tokens: int | None) -> None:
+    def put(
+        self,
+        key: str,
+        text: str | None,
+        input_tokens: int | None,
+        output_tokens: int | None,
+        answered_by: str | None = None,
+    ) -> None:
         return None
 
     def put_many(self, entries: Iterable[CacheEntry]) -> None:

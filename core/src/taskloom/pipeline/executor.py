@@ -51,7 +51,7 @@ _END = object()
 SOURCE_CHUNK = 256
 
 
-CacheEntry = tuple[str, str | None, int | None, int | None]
+CacheEntry = tuple[str, str | None, int | None, int | None, str | None]
 
 
 class Cache(Protocol):
@@ -734,6 +734,9 @@ class _Answer:
             self.texts[index] = hit.text
             self.input_tokens[index] = hit.input_tokens or 0
             self.output_tokens[index] = hit.output_tokens or 0
+            if hit.answered_by is not None:
+                self.answered_by = self.answered_by or [None] * len(self.texts)
+                self.answered_by[index] = hit.answered_by
         return missing
 
     def fill_from_request(self, output: GenerateOutput, missing: list[int], keys: list[str]) -> list[CacheEntry]:
@@ -757,7 +760,8 @@ class _Answer:
             self.output_tokens[index] = tokens_out[position] or 0
             self.errors[index] = failure
             if text is not None and not failure and keys[index]:
-                fresh.append((keys[index], text, tokens_in[position], tokens_out[position]))
+                member = self.answered_by[index] if self.answered_by is not None else None
+                fresh.append((keys[index], text, tokens_in[position], tokens_out[position], member))
         return fresh
 
     def output(self) -> GenerateOutput:
