@@ -107,9 +107,7 @@ class CachedGeneration:
     """The LLM that wrote it, when one LLM stands for several (a fallback's member)."""
 
 
-CacheEntry = (
-    tuple[str, str | None, int | None, int | None] | tuple[str, str | None, int | None, int | None, str | None]
-)
+CacheEntry = tuple[str, str | None, int | None, int | None] | tuple[str, str | None, int | None, int | None, str | None]
 """``(key, text, input_tokens, output_tokens[, answered_by])``: one row for :meth:`GenerationCache.put_many`."""
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import logging
 import queue
 import threading
@@ -41,6 +42,7 @@ from taskloom.work import Call, RowWork, run_work
 
 if TYPE_CHECKING:
     from taskloom.llms.limits import Limiter
+    from taskloom.pipeline.batching import Batcher, BatchStore
     from taskloom.pipeline.budget import Budget
     from taskloom.pipeline.cache import CachedGeneration
     from taskloom.pricing import Price, PriceTable
@@ -287,6 +289,8 @@ class _Node:
         self.identity = ""
         self.price: Price | None = None
         self.batch = False
+        self.batcher: Batcher | None = None
+        self.upstream_done = False
         self.input_factor = 1.0
         """Reported prompt tokens over estimated ones, the largest seen (budget estimates learn from it)."""
 
@@ -343,6 +347,7 @@ class Executor:
         window: int = 2048,
         prices: PriceTable | None = None,
         budget: Budget | None = None,
+        batches: BatchStore | None = None,
     ) -> None:
         self.graph = graph
         self.source = source
@@ -354,6 +359,7 @@ class Executor:
         )
         self.prices = prices
         self.budget = budget
+        self.batches = batches
         self._writers = writers
         self._identity = identity
         self._leaves_left: dict[int, int] = {}
@@ -383,6 +389,8 @@ class Executor:
                 node.stats.limiter = limiter() if callable(limiter) else None
                 node.price = self.prices.lookup(llm.model_name) if self.prices is not None else None
                 node.batch = llm.in_batch_mode()
+                if node.batch:
+                    node.batcher = self._batcher(node, llm)
         leaves = self.graph.leaves
         for leaf in leaves:
             collector = _LeafCollector(self._writers.get(leaf, []), self._written)
@@ -390,6 +398,16 @@ class Executor:
             self._collectors.append(collector)
         self._leaf_count = len(leaves)
         return nodes
+
+    def _batcher(self, node: _Node, llm: Any) -> Batcher:
+        from taskloom.pipeline.batching import Batcher, BatchStore
+
+        def may_send() -> bool:
+            # No more calls can come: every row reached the step, or the window of rows is full.
+            window_full = self._tickets is not None and self._tickets.locked()
+            return node.upstream_done or window_full or self.stats.stopping is not None
+
+        return Batcher(llm, node.identity, self.batches or BatchStore(None), may_send)
 
     def _written(self, seq: int) -> None:
         left = self._leaves_left.get(seq, self._leaf_count) - 1
@@ -434,10 +452,15 @@ class Executor:
             await asyncio.gather(*everything, return_exceptions=True)
             if not self._failure.done():
                 self._failure.cancel()
+            for node in nodes.values():
+                if node.batcher is not None:
+                    node.batcher.cancel()
             for collector in self._collectors:
                 collector.flush()
             if self._writer is not None:
                 await asyncio.to_thread(self._writer.close)
+            if self.batches is not None:
+                self.batches.drop_collected()  # their answers are committed now
             self.stats.finished = time.monotonic()
         return self.stats
 
@@ -522,6 +545,8 @@ class Executor:
         while ends < expected_ends:
             units: list[_Unit] = []
             ends += receive(*await node.inbox.get(), units)
+            if ends >= expected_ends:
+                node.upstream_done = True
             # Take whatever else already waits, so thread hops and joins work in batches.
             while ends < expected_ends and not node.inbox.empty() and len(units) < 256:
                 ends += receive(*node.inbox.get_nowait(), units)
@@ -538,6 +563,9 @@ class Executor:
                         await asyncio.sleep(0)
             else:
                 await self._plain_units(node, units)
+        node.upstream_done = True
+        if node.batcher is not None:
+            node.batcher.poke()
         if running:
             await asyncio.gather(*list(running))
         for child, position in node.targets:
@@ -656,6 +684,30 @@ class Executor:
         if self.budget is not None:
             self.budget.spend(dollars)
 
+    async def _batched(self, node: _Node, chat: ChatType, count: int, kwargs: dict[str, Any]) -> GenerateOutput:
+        """A call of a batch-mode step: it waits for its job (no concurrency limit: the job is one request)."""
+        assert node.batcher is not None
+        stats = node.stats
+        budget = self.budget
+        reserved = 0.0
+        if budget is not None:
+            llm = node.step.llm  # type: ignore[attr-defined]
+            max_new_tokens = llm.options(kwargs).max_new_tokens
+            reserved = budget.estimate(node.price, chat, count, max_new_tokens, True, node.input_factor)
+            refusal = budget.admit(reserved)
+            if refusal is not None:
+                self.stop(refusal)
+                raise StopRequested(f"the run is stopping ({refusal})")
+        order = self.key(node.identity, chat, kwargs, 0) if self._caching else json.dumps(chat, sort_keys=True)
+        stats.in_flight += 1
+        stats.requests += 1
+        try:
+            return await node.batcher.ask(order, chat, count, kwargs)
+        finally:
+            stats.in_flight -= 1
+            if budget is not None:
+                budget.release(reserved)
+
     def _spent_by_member(
         self, node: _Node, members: list[str | None], answer: _Answer, missing: list[int], cached_in: int
     ) -> None:
@@ -685,6 +737,8 @@ class Executor:
         self._gate()
         budget = self.budget
         reserved = 0.0
+        if node.batcher is not None:
+            return await self._batched(node, chat, count, kwargs)
         try:
             async with node.semaphore:
                 self._gate()

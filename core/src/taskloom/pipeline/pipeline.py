@@ -306,6 +306,7 @@ class Pipeline:
         finished row and raises :class:`~taskloom.errors.RunInterrupted` (a ``KeyboardInterrupt``).
         Either way the same call resumes from the cache without paying again.
         """
+        from taskloom.pipeline.batching import BATCHES_FILENAME, BatchStore
         from taskloom.pipeline.budget import Budget
         from taskloom.pipeline.run_folder import RunFolder
         from taskloom.registry import get_sink
@@ -344,6 +345,7 @@ class Pipeline:
                     window=self.window or _window(self.graph),
                     prices=prices,
                     budget=budget,
+                    batches=BatchStore(folder.path / BATCHES_FILENAME if use_cache else None),
                 )
                 _run_coroutine(self._drive(executor, progress, progress_interval, stop_grace))
             finally:
@@ -557,8 +559,15 @@ def _no_identity(llm: Any) -> str:
 
 
 def _window(graph: Graph) -> int:
-    """Rows read ahead of the writer: room for every LLM step's requests, several times over."""
+    """Rows read ahead of the writer: room for every LLM step's requests, several times over.
+
+    A step in batch mode sends one job for many rows, so the window holds a whole job's worth.
+    """
     from taskloom.llms.async_llm import AsyncLLM
+    from taskloom.pipeline.batching import BATCH_WINDOW
+
+    if any(isinstance(step, Task) and step.resolve_llm().in_batch_mode() for step in graph.steps.values()):
+        return BATCH_WINDOW
 
     widest = max(
         (

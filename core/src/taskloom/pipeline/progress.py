@@ -72,36 +72,24 @@ class RichProgress:
         grid = Table.grid(padding=(0, 1))
         grid.add_row(ProgressBar(total=stats.total or None, completed=stats.done, width=40), status_line(stats))
         steps = Table(box=None, padding=(0, 1), show_header=True, header_style="bold")
-        headers = (
-            "step",
-            "rows in",
-            "rows out",
-            "failed",
-            "in flight",
-            "requests",
-            "retries",
-            "429",
-            "cached",
-            "tokens",
-            "cost",
-            "limit",
-        )
+        # Short headers: the table has to fit an 80-column terminal. "live" is requests in flight.
+        headers = ("step", "in", "out", "failed", "req", "live", "429", "cached", "tokens", "cost", "limit")
         for header in headers:
             steps.add_column(header, justify="left" if header in ("step", "limit") else "right")
         for step in stats.steps.values():
+            task = step.is_task
             steps.add_row(
                 step.name,
                 str(step.rows_in),
                 str(step.rows_out),
                 str(step.rows_failed),
-                str(step.in_flight) if step.is_task else "-",
-                str(step.requests) if step.is_task else "-",
-                str(step.retries) if step.is_task else "-",
-                str(step.rate_limited) if step.is_task else "-",
-                str(step.cached) if step.is_task else "-",
-                f"{step.input_tokens}/{step.output_tokens}" if step.is_task else "-",
+                str(step.requests) if task else "-",
+                str(step.in_flight) if task else "-",
+                str(step.rate_limited) if task else "-",
+                str(step.cached) if task else "-",
+                f"{step.input_tokens}/{step.output_tokens}" if task else "-",
                 step.cost_text(),
-                step.limits_text() if step.is_task else "-",
+                step.limits_text() if task else "-",
             )
         outer = Table.grid()
         outer.add_row(grid)
