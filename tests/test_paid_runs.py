@@ -182,6 +182,17 @@ def test_cli_estimate_on_run_and_validate(tmp_path: Path) -> None:
         assert server.stats()["requests"] == 0
 
 
+def test_a_newcomers_estimate_on_the_quickstart() -> None:
+    quickstart = Path(__file__).resolve().parents[1] / "examples" / "quickstart.yaml"
+    done = _cli("run", str(quickstart), "--estimate")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""  # no parse warnings about stand-in answers, no model loaded
+    lines = done.stdout.splitlines()
+    assert lines[0].split()[:3] == ["step", "model", "requests"]
+    assert sum("$0 (local)" in line for line in lines) == 2  # the local model costs no dollars
+    assert "max_new_tokens=96" in done.stdout and "max_new_tokens=768" in done.stdout
+
+
 # -- budgets ------------------------------------------------------------------------------------------
 
 

@@ -464,6 +464,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TaskloomError as error:
         print(f"taskloom: error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `taskloom ... | head`: the reader has what it wanted
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     return code
 
 

@@ -20,11 +20,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from taskloom.errors import TaskloomError
+
+if TYPE_CHECKING:
+    from taskloom.llms.base import LLM
 
 PRICES_DATE = "2026-06"
 """When the shipped table was compiled from OpenAI's and Anthropic's published prices."""
@@ -84,6 +87,10 @@ DEFAULT_PRICES: dict[str, Price] = {
 """The shipped prices (compiled :data:`PRICES_DATE`); a user's table overrides them per model."""
 
 
+LOCAL = Price(input=0, output=0)
+"""The price of a model that runs on this machine."""
+
+
 def parse_prices(data: Any, origin: str) -> dict[str, Price]:
     """A price table from plain data (a YAML or TOML mapping); :class:`PriceError` naming ``origin``."""
     if data is None:
@@ -121,6 +128,10 @@ class PriceTable:
         for table in overrides:
             self.prices.update(table)
 
+    def price_of(self, llm: LLM) -> Price | None:
+        """What ``llm``'s tokens cost: nothing for a model that runs locally, else its model's price."""
+        return LOCAL if llm.runs_locally else self.lookup(llm.model_name)
+
     def lookup(self, model_name: str) -> Price | None:
         """The price of ``model_name``, or of its base name for a dated snapshot; None when unknown."""
         price = self.prices.get(model_name)
@@ -150,6 +161,7 @@ def format_dollars(amount: float | None) -> str:
 
 __all__ = [
     "DEFAULT_PRICES",
+    "LOCAL",
     "PRICES_DATE",
     "Price",
     "PriceError",

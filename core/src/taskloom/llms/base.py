@@ -75,6 +75,9 @@ class LLM(Component):
     Options: ClassVar[type[GenerationOptions]] = GenerationOptions
     """The generation options this LLM takes: a :class:`GenerationOptions` subclass."""
 
+    runs_locally: ClassVar[bool] = False
+    """True for a model that runs on this machine (llama.cpp): its tokens cost no dollars."""
+
     spec_field: ClassVar[str | None] = "model"
     """The field that the text after ``name:`` sets in a short LLM spec such as ``openai:gpt-4o-mini``."""
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from taskloom.llms.limits import estimate_tokens
-from taskloom.pricing import Price, PriceTable, format_dollars
+from taskloom.pricing import LOCAL, Price, PriceTable, format_dollars
 from taskloom.tasks.base import Task
 from taskloom.text_table import format_table
 from taskloom.typing import GenerateOutput
@@ -118,7 +118,7 @@ class RunEstimate:
                 f"{s.requests:,}",
                 f"{s.input_tokens:,}",
                 f"≤ {s.output_tokens:,}" if not s.output_bound.startswith("no ") else f"~{s.output_tokens:,}",
-                format_dollars(s.cost_usd),
+                "$0 (local)" if s.price is LOCAL else format_dollars(s.cost_usd),
                 s.output_bound,
             ]
             for s in self.steps
@@ -161,7 +161,7 @@ class Forecaster:
             if self.max_new_tokens is not None
             else f"no max_new_tokens: {UNBOUNDED_OUTPUT} a generation assumed, not a bound"
         )
-        self.step = StepEstimate(task.name, llm.model_name, prices.lookup(llm.model_name), llm.in_batch_mode(), bound)
+        self.step = StepEstimate(task.name, llm.model_name, prices.price_of(llm), llm.in_batch_mode(), bound)
         self.per_request = _choices_per_request(llm)
 
     def ask(self, calls: list[Call]) -> list[GenerateOutput]:

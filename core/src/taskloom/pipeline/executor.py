@@ -144,6 +144,8 @@ class StepStats:
     unpriced_requests: int = 0
     """Requests to a model with no known price: their tokens are counted, their dollars are not."""
     model: str | None = None
+    local: bool = False
+    """The model runs on this machine: its tokens cost no dollars."""
     max_concurrency: int | None = None
     limiter: Limiter | None = field(default=None, repr=False, compare=False)
 
@@ -158,6 +160,8 @@ class StepStats:
 
         if not self.is_task:
             return "-"
+        if self.local:
+            return "$0 (local)"
         if self.unpriced_requests and not self.cost_usd:
             return "no price"
         text = format_dollars(self.cost_usd)
@@ -384,10 +388,11 @@ class Executor:
                 node.semaphore = asyncio.Semaphore(concurrency)
                 node.identity = self._identity(llm)
                 node.stats.model = llm.model_name
+                node.stats.local = llm.runs_locally
                 node.stats.max_concurrency = concurrency
                 limiter = getattr(llm, "limiter", None)
                 node.stats.limiter = limiter() if callable(limiter) else None
-                node.price = self.prices.lookup(llm.model_name) if self.prices is not None else None
+                node.price = self.prices.price_of(llm) if self.prices is not None else None
                 node.batch = llm.in_batch_mode()
                 if node.batch:
                     node.batcher = self._batcher(node, llm)

@@ -230,8 +230,16 @@ class Pipeline:
             forecasters[task.name] = Forecaster(task, prices)
             return forecasters[task.name].ask
 
-        for _ in self._walk(rows, ask_for, load=False):
-            pass
+        import logging
+
+        quiet = logging.getLogger("taskloom.tasks")
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)  # stand-in answers do not parse as a judge's; that is not news
+        try:
+            for _ in self._walk(rows, ask_for, load=False):
+                pass
+        finally:
+            quiet.setLevel(level)
         total = chosen.count()
         if total is None and _is_file(chosen):
             total = sum(1 for _ in chosen.rows())  # a line count: cheap next to what it forecasts
@@ -393,13 +401,16 @@ class Pipeline:
             if not isinstance(step, Task):
                 continue
             llm = step.resolve_llm()
-            if prices.lookup(llm.model_name) is None:
+            price = prices.price_of(llm)
+            if price is None:
                 raise PipelineError(
                     f"A dollar budget needs a price for every model, and step {name!r} uses {llm.model_name!r}, "
                     "which has none. Add it to the pipeline file (prices: {"
                     f"{llm.model_name!r}: {{input: ..., output: ...}}}}, dollars per million tokens) or to the "
                     "config file's [prices], or cap the run with max_requests instead."
                 )
+            if price.input == price.output == 0:
+                continue  # a local model: nothing to bound
             if not llm.accepts("max_new_tokens") or llm.options().max_new_tokens is None:
                 raise PipelineError(
                     f"A dollar budget needs each request's worst case, and step {name!r} ({llm.model_name}) sets no "

@@ -88,6 +88,7 @@ class LlamaCppLLM(LLM):
     """
 
     registry_name: ClassVar[str | None] = "llamacpp"
+    runs_locally: ClassVar[bool] = True
     spec_field: ClassVar[str | None] = "model_path"
     Options = LlamaCppOptions
 
