@@ -190,7 +190,8 @@ def test_cached_prompt_tokens_count_as_input() -> None:
             out = run_one(llm)
         finally:
             llm.unload()
-    assert out["statistics"] == {"input_tokens": [112], "output_tokens": [2]}
+    # All of them are input; the ones read from the prompt cache are also reported apart (priced lower).
+    assert out["statistics"] == {"input_tokens": [112], "output_tokens": [2], "cached_input_tokens": 100}
 
 
 def test_text_blocks_are_joined_and_other_blocks_skipped() -> None:

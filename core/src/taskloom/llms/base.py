@@ -183,6 +183,13 @@ class LLM(Component):
         """Whether this LLM sends its requests through a provider's batch API (priced at its batch discount)."""
         return False
 
+    max_batch_requests: ClassVar[int] = 50_000
+    """The most requests one batch job of this provider takes (OpenAI: 50,000 lines)."""
+
+    def batch_requests(self, num_generations: int) -> int:
+        """Requests one input with ``num_generations`` answers makes in a batch job (OpenAI: one line, ``n``)."""
+        return 1
+
     # -- descriptions ----------------------------------------------------------------------------
 
     def generation_parameters(self) -> dict[str, str]:

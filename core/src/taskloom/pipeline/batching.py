@@ -107,7 +107,9 @@ class Batcher:
         self.store = store
         self.may_send = may_send
         """Whether no more calls can come (every row reached the step, or the window is full)."""
-        self.max_size = max_size
+        self.max_size = min(max_size, llm.max_batch_requests)
+        """Requests one job takes: a call counts as the provider counts it (an input, or each generation)."""
+        self.size = 0
         self.waiting: list[_Waiting] = []
         self._timer: asyncio.TimerHandle | None = None
         self._jobs: set[asyncio.Task[None]] = set()
@@ -115,8 +117,12 @@ class Batcher:
     async def ask(self, order: str, chat: ChatType, count: int, kwargs: dict[str, Any]) -> GenerateOutput:
         """Wait for this call's answers; ``order`` (its first cache key) fixes its place in a job."""
         future: asyncio.Future[GenerateOutput] = asyncio.get_running_loop().create_future()
+        requests = self.llm.batch_requests(count)
+        if self.waiting and self.size + requests > self.max_size:
+            self._send()  # a full job goes now; this call starts the next one
         self.waiting.append(_Waiting(order, chat, count, kwargs, future))
-        if len(self.waiting) >= self.max_size:
+        self.size += requests
+        if self.size >= self.max_size:
             self._send()
         else:
             self._arm()
@@ -143,6 +149,7 @@ class Batcher:
 
     def _send(self) -> None:
         calls, self.waiting = self.waiting, []
+        self.size = 0
         groups: dict[tuple[int, str], list[_Waiting]] = {}
         for call in calls:
             options = json.dumps(call.kwargs, sort_keys=True, default=str)

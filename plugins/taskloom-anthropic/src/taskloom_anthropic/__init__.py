@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from taskloom_anthropic.batches import BatchMismatchError
 from taskloom_anthropic.llm import AnthropicLLM
 
-__all__ = ["AnthropicLLM"]
+__all__ = ["AnthropicLLM", "BatchMismatchError"]

@@ -4,7 +4,8 @@ The Messages API is one JSON POST, so core's :class:`~taskloom.plugin.HTTPLLM` s
 lookup, sessions, status codes (529 included), retries, redaction and partial failures are all
 the base's. What is left here is Anthropic's own: the request body (system messages apart, a
 required ``max_tokens``, structured output as a forced tool call), the reading of content blocks
-and usage, and the ``x-api-key`` header.
+and usage, and the ``x-api-key`` header. The opt-in Message Batches mode (``batch_api``) keeps its
+fields here and its submit/poll/collect cycle in :mod:`taskloom_anthropic.batches`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,16 @@ from typing import Any, ClassVar
 
 from pydantic import Field, PrivateAttr
 
-from taskloom.plugin import HTTPLLM, ChatType, GenerationOptions, OutputSchema, Reply
+from taskloom.plugin import (
+    HTTPLLM,
+    ChatType,
+    GenerateOutput,
+    GenerationOptions,
+    OutputSchema,
+    Reply,
+    RuntimeParameter,
+)
+from taskloom_anthropic.batches import MAX_REQUESTS, BatchMismatchError, run_batch
 
 logger = logging.getLogger("taskloom.anthropic")
 
@@ -65,12 +75,31 @@ class AnthropicLLM(HTTPLLM):
         default=None,
         description="Server root without /v1, e.g. 'http://127.0.0.1:8080' for llama-server; None for Anthropic's.",
     )
+    batch_api: bool = Field(
+        default=False,
+        description="Send each generate() call (and a task's process) as one Message Batch (half price, "
+        "done within 24 h) instead of live requests.",
+    )
+    batch_id: RuntimeParameter[str | None] = Field(
+        default=None,
+        description="With batch_api: collect this submitted batch instead of submitting a new one. Set on "
+        "submission (so a dump taken while the batch runs resumes it) and cleared once collected.",
+    )
+    batch_poll_interval: float = Field(default=30.0, gt=0, description="Seconds between two batch status checks.")
 
     _warned_seed: bool = PrivateAttr(default=False)
 
     @property
     def model_name(self) -> str:
         return self.model
+
+    def in_batch_mode(self) -> bool:
+        return self.batch_api
+
+    max_batch_requests: ClassVar[int] = MAX_REQUESTS
+
+    def batch_requests(self, num_generations: int) -> int:
+        return num_generations  # one request per generation: the Messages API has no n
 
     def headers(self, key: str) -> dict[str, str]:
         # Anthropic authenticates with its own header, not a Bearer token, and wants the version pinned.
@@ -128,7 +157,24 @@ class AnthropicLLM(HTTPLLM):
             int(usage.get(name) or 0)
             for name in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
         )
-        return Reply(texts=[text], input_tokens=prompt, output_tokens=int(usage["output_tokens"]))
+        return Reply(
+            texts=[text],
+            input_tokens=prompt,
+            output_tokens=int(usage["output_tokens"]),
+            cached_input_tokens=int(usage.get("cache_read_input_tokens") or 0) or None,
+        )
+
+    async def acomplete_batch(
+        self, inputs: list[ChatType], num_generations: int, options: GenerationOptions
+    ) -> list[GenerateOutput]:
+        """Live requests, or, with ``batch_api``, every generation of every input as one Message Batch.
+
+        One batch per call, not per input: a batch is followed by one id, so the single
+        ``batch_id`` a dump keeps can resume the whole call.
+        """
+        if not self.batch_api:
+            return await super().acomplete_batch(inputs, num_generations, options)
+        return await run_batch(self, inputs, num_generations, options)
 
 
 def _object(value: Any) -> dict[str, Any]:
@@ -177,7 +223,7 @@ class _Tool:
         return json.dumps(arguments, ensure_ascii=False)
 
 
-__all__ = ["API_KEY_ENV", "API_VERSION", "DEFAULT_MAX_NEW_TOKENS", "AnthropicLLM"]
+__all__ = ["API_KEY_ENV", "API_VERSION", "DEFAULT_MAX_NEW_TOKENS", "AnthropicLLM", "BatchMismatchError"]
 
 
 def _tool_for(options: GenerationOptions) -> _Tool | None:
