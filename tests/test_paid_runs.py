@@ -258,13 +258,7 @@ def test_cli_budget_stop_exits_3_and_resumes(tmp_path: Path) -> None:
 def test_a_signal_ends_the_run_cleanly_and_the_rerun_resumes(tmp_path: Path, signal_number: int) -> None:
     with RateLimitedServer(delay=0.3) as server:
         path = _pipeline_file(tmp_path, server, concurrency=4)
-        child = subprocess.Popen(
-            [sys.executable, "-m", "taskloom.cli", "run", str(path), "--progress", "none"],
-            cwd=tmp_path,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        child = _run_in_child(path, tmp_path)
         _wait_for(lambda: server.stats()["answered"] >= 4)
         child.send_signal(signal_number)
         _, err = child.communicate(timeout=30)
@@ -282,14 +276,7 @@ def test_a_signal_ends_the_run_cleanly_and_the_rerun_resumes(tmp_path: Path, sig
 
 def test_a_second_signal_stops_at_once(tmp_path: Path) -> None:
     with RateLimitedServer(delay=20) as server:  # answers that would take far longer than the test
-        path = _pipeline_file(tmp_path, server, concurrency=4)
-        child = subprocess.Popen(
-            [sys.executable, "-m", "taskloom.cli", "run", str(path), "--progress", "none"],
-            cwd=tmp_path,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        child = _run_in_child(_pipeline_file(tmp_path, server, concurrency=4), tmp_path)
         _wait_for(lambda: server.stats()["requests"] >= 4)
         started = time.monotonic()
         child.send_signal(signal.SIGINT)
@@ -459,6 +446,12 @@ def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str
     return subprocess.run(
         [sys.executable, "-m", "taskloom.cli", *args], capture_output=True, text=True, timeout=120, cwd=cwd, env=env
     )
+
+
+def _run_in_child(path: Path, cwd: Path) -> subprocess.Popen[str]:
+    """``taskloom run`` in a child process, to send it real signals."""
+    command = [sys.executable, "-m", "taskloom.cli", "run", str(path), "--progress", "none"]
+    return subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def _wait_for(condition: Any, timeout: float = 20) -> None:

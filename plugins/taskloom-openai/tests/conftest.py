@@ -7,13 +7,25 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from openai_scripted_http import ScriptedServer
+from openai_scripted_http import FakeBatchAPI, ScriptedServer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "scripts"))
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "llama_server: tests against a real llama.cpp server")
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeBatchAPI]:
+    """The loopback fake of OpenAI's Files and Batch endpoints."""
+    api = FakeBatchAPI()
+    api.thread.start()
+    try:
+        yield api
+    finally:
+        api.httpd.shutdown()
+        api.httpd.server_close()
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,17 +16,6 @@ from taskloom.retry import RetryPolicy
 
 CHATS = [[{"role": "user", "content": "one"}], [{"role": "user", "content": "two"}], [{"role": "user", "content": "3"}]]
 KEY = "sk-batch-secret"
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeBatchAPI]:
-    api = FakeBatchAPI()
-    api.thread.start()
-    try:
-        yield api
-    finally:
-        api.httpd.shutdown()
-        api.httpd.server_close()
 
 
 def make_llm(api: FakeBatchAPI, **fields: Any) -> OpenAILLM:

@@ -14,7 +14,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,17 +27,6 @@ from taskloom.retry import RetryPolicy
 
 ROWS = [{"instruction": f"Question {i}?"} for i in range(12)]
 PRICE = {"input": 1.0, "output": 2.0, "batch_discount": 0.5}
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeBatchAPI]:
-    api = FakeBatchAPI()
-    api.thread.start()
-    try:
-        yield api
-    finally:
-        api.httpd.shutdown()
-        api.httpd.server_close()
 
 
 def batch_pipeline(api: FakeBatchAPI, **fields: Any) -> Pipeline:
