@@ -15,6 +15,7 @@ import import_time
 import llamacpp_throughput
 import openai_throughput
 import pipeline_throughput
+import rate_limits
 import task_overhead
 
 
@@ -34,6 +35,9 @@ def main() -> int:
     print()
     local = llamacpp_throughput.measure()
     llamacpp_throughput.report(local)
+    print()
+    limited = rate_limits.measure()
+    rate_limits.report(limited)
 
     def status(ok: bool) -> str:
         return "ok" if ok else "MISSED"
@@ -129,6 +133,31 @@ def main() -> int:
             "info",
         ),
     ]
+    for mode, label in (
+        ("a", f"rate limits, {limited['requests']} rows: (a) requests_per_minute=600"),
+        ("b", "  (b) no limits set, adaptive, limit headers"),
+        ("b'", "  (b') the same, no limit headers"),
+        ("c", "  (c) adaptive_concurrency=False (before)"),
+    ):
+        run = limited["modes"][mode]
+        target = rate_limits.TARGETS.get(mode)
+        rows.append(
+            (
+                label,
+                f"{run['ratio']:.2f}x ideal, {run['refused_share']:.1%} answered 429",
+                f"<= {target[0]}x, <= {target[1]:.0%}" if target else "-",
+                status(run["met"]) if target else "info",
+            )
+        )
+    cpu = limited["cpu_us_per_request"]
+    rows.append(
+        (
+            "  limiter CPU per request (no limit / rpm)",
+            f"{cpu['no limit']:.2f} / {cpu['rpm never waiting']:.2f} us",
+            f"<= {rate_limits.TARGET_CPU_US:.0f} us",
+            status(limited["cpu_met"]),
+        )
+    )
     widths = [max(len(row[i]) for row in [("benchmark", "measured", "target", ""), *rows]) for i in range(4)]
     print("\nsummary")
     for row in [("benchmark", "measured", "target", "status"), *rows]:

@@ -36,7 +36,7 @@ from taskloom.errors import (
     TaskloomError,
 )
 from taskloom.llms.async_llm import AsyncLLM, check_request_may_start, error_text
-from taskloom.llms.limits import Limiter, estimate_tokens, limiter_key, shared_limiter
+from taskloom.llms.limits import Limiter, Settings, estimate_tokens, limiter_key, shared_limiter
 from taskloom.llms.outputs import split_evenly
 from taskloom.typing import ChatType, GenerateOutput
 
@@ -188,6 +188,10 @@ class HTTPLLM(AsyncLLM):
     path: ClassVar[str] = "/chat/completions"
     """Where requests are posted, after the API root."""
     retries_each_request: ClassVar[bool] = True
+    tokens_charged_at_request: ClassVar[bool] = True
+    """Whether the API counts ``max_new_tokens`` against its tokens limit when a request arrives,
+    and gives back nothing for a shorter answer (OpenAI does). False where it corrects the count to
+    the tokens generated (Anthropic)."""
 
     base_url: str | None = Field(default=None, description="API root; None for the provider's own.")
     api_key: SecretStr | None = Field(
@@ -282,7 +286,9 @@ class HTTPLLM(AsyncLLM):
         for loop, session in self._sessions.pop_all():
             close_on_loop(loop, session.close)
         self._key = None
-        self._limiter = None
+        if self._limiter is not None:
+            self._limiter.leave(id(self))
+            self._limiter = None
         super().unload()
 
     async def aclose(self) -> None:
@@ -419,7 +425,8 @@ class HTTPLLM(AsyncLLM):
                     f"{self.where()} answered without any answer: {self.redact(json.dumps(answer)[:300])}"
                 )
             if reply.input_tokens is not None or reply.output_tokens is not None:
-                used = (reply.input_tokens or 0) + (reply.output_tokens or 0)
+                charged = options.max_new_tokens * n if self.tokens_charged_at_request else None
+                used = (reply.input_tokens or 0) + (charged if charged is not None else reply.output_tokens or 0)
             return reply
         except RetryableError as error:
             wait = error.retry_after
@@ -434,9 +441,14 @@ class HTTPLLM(AsyncLLM):
             if self._key is None:
                 self.load()
             limiter = shared_limiter(limiter_key(type(self), self.api_root(), self._key, self.model_name))
-            limiter.configure(
-                self.requests_per_minute, self.tokens_per_minute, self.max_concurrency, self.adaptive_concurrency
+            settings = Settings(
+                self.requests_per_minute,
+                self.tokens_per_minute,
+                self.max_concurrency,
+                self.adaptive_concurrency,
+                slow_start="max_concurrency" not in self.model_fields_set,
             )
+            limiter.join(id(self), settings)
             self._limiter = limiter
         return limiter
 

@@ -20,6 +20,11 @@ of one LLM, that use the same provider, endpoint, key and model draw on one allo
   or 529 arrives, then allows half of what was in flight, and one more per window of successes,
   until it is back at the callers' own ``max_concurrency`` and stops limiting. A burst of refusals
   to requests sent before the last decrease counts once, so one storm halves the limit once.
+  When nothing is known yet (no limit set or reported, ``max_concurrency`` left at its default),
+  the first requests do not all leave at once: the gate starts at :data:`SLOW_START` and doubles
+  each round trip until the first answers report the API's limits (then the buckets pace), the
+  API refuses one (then AIMD), or ``max_concurrency`` is reached. An explicit ``max_concurrency``
+  is taken as what the endpoint takes, and starts at once.
 
 Everything here is cheap on the hot path: with no limit binding, a request costs one lock and a
 few additions on the way in and out.
@@ -39,16 +44,22 @@ from typing import Any
 
 from taskloom.typing import ChatType
 
-BUCKET_SECONDS = 1.0
-"""How much allowance a bucket holds: one second's worth, so requests are paced, not bursted."""
+BUCKET_SECONDS = 0.9
+"""How much allowance a bucket holds: a little under one second's worth, so requests are paced, not
+bursted, and stay under an API that enforces its limit over one-second intervals even when the
+first requests reach it later than they left (connections being opened)."""
+SLOW_START = 8
+"""Requests in flight at first, for an LLM whose ``max_concurrency`` was not set and whose limits
+are not known: until the first answers say what the API allows, or the API refuses one."""
 
 
 def estimate_tokens(chat: ChatType, max_new_tokens: int | None, n: int = 1) -> int:
     """A request's tokens before it is sent: the prompt at about four characters a token, plus
     ``max_new_tokens`` per answer (what the APIs themselves count against a tokens limit).
 
-    The APIs' own tokenizers are not at hand (and differ per model); the estimate is corrected
-    by the usage the answer reports, so its error lasts one request.
+    The APIs' own tokenizers are not at hand (and differ per model); each reservation is
+    corrected to what the answer says was charged, so an error in the estimate is paid back as
+    answers come (the reservations made before the first answer carry it meanwhile).
     """
     characters = 0
     for message in chat:
@@ -137,14 +148,24 @@ class Bucket:
 
 
 class Permit:
-    """One request's place: what it reserved, when it started, and whether it holds a gate slot."""
+    """One request's place: what it reserved and when it started."""
 
-    __slots__ = ("gated", "started", "tokens")
+    __slots__ = ("started", "tokens")
 
-    def __init__(self, tokens: int, started: float, gated: bool) -> None:
+    def __init__(self, tokens: int, started: float) -> None:
         self.tokens = tokens
         self.started = started
-        self.gated = gated
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """What one LLM sharing a limiter asked of it."""
+
+    requests_per_minute: float | None
+    tokens_per_minute: float | None
+    max_concurrency: int
+    adaptive: bool
+    slow_start: bool
 
 
 class Limiter:
@@ -155,13 +176,17 @@ class Limiter:
         self._lock = threading.Lock()
         self.requests: Bucket | None = None
         self.tokens: Bucket | None = None
+        self._sharers: dict[int, Settings] = {}
         self._set_rpm: float | None = None
         self._set_tpm: float | None = None
         self.adaptive = True
         self.ceiling = 1
         """The largest ``max_concurrency`` of the LLMs sharing this limiter."""
         self.limit = math.inf
-        """In-flight requests the gate allows now; infinite until the API refuses one."""
+        """In-flight requests the gate allows now; infinite while it does not limit."""
+        self._slow_start = False
+        """Doubling from :data:`SLOW_START` per round trip until the first refusal, as TCP does."""
+        self._informed = False
         self.in_flight = 0
         self._waiters: collections.deque[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = collections.deque()
         self._last_decrease = -math.inf
@@ -178,7 +203,25 @@ class Limiter:
     def __reduce__(self) -> tuple[type[None], tuple[()]]:
         return (type(None), ())
 
-    # -- configuration -------------------------------------------------------------------------
+    # -- who shares it -----------------------------------------------------------------------------
+
+    def join(self, sharer: int, settings: Settings) -> None:
+        """Add (or update) one sharer's settings; the limits in force follow from every current sharer."""
+        with self._lock:
+            first = not self._sharers
+            self._sharers[sharer] = settings
+            self._recompute()
+            fresh = first and self.requests_sent == 0 and not self._informed  # nothing learnt yet
+            if fresh and settings.slow_start and self.adaptive:
+                self._slow_start = self.requests is None and self.tokens is None
+                if self._slow_start:
+                    self.limit = float(min(SLOW_START, self.ceiling))
+
+    def leave(self, sharer: int) -> None:
+        """An LLM stopped using this limiter (it was unloaded): its settings no longer count."""
+        with self._lock:
+            if self._sharers.pop(sharer, None) is not None:
+                self._recompute()
 
     def configure(
         self,
@@ -187,16 +230,26 @@ class Limiter:
         max_concurrency: int,
         adaptive: bool,
     ) -> None:
-        """Add one sharer's settings: the lowest limit any sharer set is the one in force."""
-        with self._lock:
-            if requests_per_minute is not None:
-                self._set_rpm = min(self._set_rpm or math.inf, requests_per_minute)
-                self._bucket_rate("requests", self._set_rpm)
-            if tokens_per_minute is not None:
-                self._set_tpm = min(self._set_tpm or math.inf, tokens_per_minute)
-                self._bucket_rate("tokens", self._set_tpm)
-            self.ceiling = max(self.ceiling, max_concurrency)
-            self.adaptive = self.adaptive and adaptive
+        """One anonymous sharer's settings (for a limiter used without an LLM, as in a benchmark)."""
+        self.join(id(self), Settings(requests_per_minute, tokens_per_minute, max_concurrency, adaptive, False))
+
+    def _recompute(self) -> None:
+        sharers = list(self._sharers.values())
+        rpms = [s.requests_per_minute for s in sharers if s.requests_per_minute is not None]
+        tpms = [s.tokens_per_minute for s in sharers if s.tokens_per_minute is not None]
+        self._set_rpm = min(rpms) if rpms else None
+        self._set_tpm = min(tpms) if tpms else None
+        if self._set_rpm is not None:
+            self._bucket_rate("requests", self._set_rpm)
+        if self._set_tpm is not None:
+            self._bucket_rate("tokens", self._set_tpm)
+        self.ceiling = max((s.max_concurrency for s in sharers), default=1)
+        self.adaptive = all(s.adaptive for s in sharers)
+        if not self.adaptive:
+            self.limit = math.inf
+            self._slow_start = False
+        elif self.limit != math.inf and self.limit >= self.ceiling:
+            self.limit = math.inf
 
     def _bucket_rate(self, which: str, per_minute: float) -> None:
         bucket: Bucket | None = getattr(self, which)
@@ -213,44 +266,56 @@ class Limiter:
     # -- one request -----------------------------------------------------------------------------
 
     async def acquire(self, tokens: int = 0) -> Permit:
-        """Wait until a request of about ``tokens`` may start; the permit goes back to :meth:`release`."""
-        now = time.monotonic()
-        with self._lock:
-            wait = self._paused_until - now
-            if self.requests is not None:
-                wait = max(wait, self.requests.reserve(1, now))
-            if self.tokens is not None and tokens:
-                wait = max(wait, self.tokens.reserve(tokens, now))
-        if wait > 0:
-            try:
-                await asyncio.sleep(wait)
-            except BaseException:
-                self._give_back(tokens)
-                raise
+        """Wait until a request of about ``tokens`` may start; the permit goes back to :meth:`release`.
+
+        The gate comes first and the buckets after it, so a request that waited at the gate is
+        still paced, and still held back by a ``Retry-After`` that arrived while it waited.
+        """
         if self.limit != math.inf:
-            gated = await self._enter_gate()
+            await self._enter_gate()
         else:
             with self._lock:
                 self.in_flight += 1
-            gated = True
-        self.requests_sent += 1
-        return Permit(tokens, time.monotonic(), gated)
-
-    def _give_back(self, tokens: int) -> None:
-        now = time.monotonic()
+        try:
+            now = time.monotonic()
+            with self._lock:
+                ready = now
+                if self.requests is not None:
+                    ready += self.requests.reserve(1, now)
+                if self.tokens is not None and tokens:
+                    ready = max(ready, now + self.tokens.reserve(tokens, now))
+            while True:
+                wait = max(ready, self._paused_until) - time.monotonic()
+                if wait <= 0:
+                    break
+                await asyncio.sleep(wait)
+        except BaseException:
+            with self._lock:
+                self.in_flight -= 1
+                self._give_back_locked(tokens)
+                self._wake_locked()
+            raise
         with self._lock:
-            if self.requests is not None:
-                self.requests.give_back(1, now)
-            if self.tokens is not None and tokens:
-                self.tokens.give_back(tokens, now)
+            self.requests_sent += 1
+        return Permit(tokens, time.monotonic())
 
-    async def _enter_gate(self) -> bool:
+    def _give_back_locked(self, tokens: int) -> None:
+        now = time.monotonic()
+        if self.requests is not None:
+            self.requests.give_back(1, now)
+        if self.tokens is not None and tokens:
+            self.tokens.give_back(tokens, now)
+
+    def _room_locked(self) -> bool:
+        return self.limit == math.inf or self.in_flight < math.floor(self.limit)
+
+    async def _enter_gate(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             with self._lock:
-                if self.in_flight < self.limit:
+                if self._room_locked():
                     self.in_flight += 1
-                    return True
+                    return
                 future: asyncio.Future[None] = loop.create_future()
                 self._waiters.append((loop, future))
             try:
@@ -264,14 +329,14 @@ class Limiter:
                 raise
 
     def _wake_locked(self) -> None:
-        while self._waiters and self.in_flight < self.limit:
+        """Wake one waiter for every free slot (all of them when the gate no longer limits)."""
+        free = math.inf if self.limit == math.inf else math.floor(self.limit) - self.in_flight
+        while self._waiters and free > 0:
             loop, future = self._waiters.popleft()
-            if future.done():
-                continue
-            if loop.is_closed():
+            if future.done() or loop.is_closed():
                 continue
             loop.call_soon_threadsafe(_resolve, future)
-            return
+            free -= 1
 
     def release(
         self,
@@ -282,29 +347,41 @@ class Limiter:
         used_tokens: int | None = None,
         retry_after: float | None = None,
     ) -> None:
-        """The request ended: with ``status`` (None for no answer), the answer's headers and usage."""
+        """The request ended: with ``status`` (None for no answer), the answer's headers and usage.
+
+        ``used_tokens`` is what the account was charged for it (what the API counts against its
+        tokens limit), so the reservation is corrected to that.
+        """
         now = time.monotonic()
         reported = ReportedLimits.from_headers(headers) if headers else None
         with self._lock:
-            if permit.gated:
-                self.in_flight -= 1
+            self.in_flight -= 1
             if self.tokens is not None and used_tokens is not None and permit.tokens:
                 self.tokens.give_back(permit.tokens - used_tokens, now)
             if reported is not None:
                 self._learn(reported, now)
-            refused = status in (429, 503, 529)
-            if refused:
-                self.rate_limited += 1
-                if retry_after:
-                    self._paused_until = max(self._paused_until, now + retry_after)
-                if self.adaptive and permit.started >= self._last_decrease:
-                    self._last_decrease = now
-                    self.limit = max(1.0, (self.in_flight + 1) / 2)
+            if status in (429, 503, 529):
+                self._refused(permit, now, retry_after)
             elif status is not None and status < 400 and self.limit != math.inf:
-                self.limit += 1.0 / self.limit
+                # Slow start grows by one per answer (doubling each round trip); after a refusal,
+                # by one per window of answers.
+                self.limit += 1.0 if self._slow_start else 1.0 / self.limit
                 if self.limit >= self.ceiling:
                     self.limit = math.inf
+                    self._slow_start = False
             self._wake_locked()
+
+    def _refused(self, permit: Permit, now: float, retry_after: float | None) -> None:
+        self.rate_limited += 1
+        if not self.adaptive:
+            return
+        if retry_after:
+            self._paused_until = max(self._paused_until, now + retry_after)
+        if permit.started >= self._last_decrease:  # one storm, one decrease
+            self._last_decrease = now
+            self._slow_start = False
+            current = self.limit if self.limit != math.inf else self.ceiling
+            self.limit = max(1.0, min(current, self.in_flight + 1) / 2)
 
     def _learn(self, reported: ReportedLimits, now: float) -> None:
         if self.adaptive:
@@ -312,6 +389,11 @@ class Limiter:
                 self._bucket_rate("requests", reported.request_limit)
             if reported.token_limit and self._set_tpm is None:
                 self._bucket_rate("tokens", reported.token_limit)
+            if not self._informed and (reported.request_limit or reported.token_limit):
+                self._informed = True
+                if self._slow_start:  # the buckets pace from now on: no need to feel the way
+                    self._slow_start = False
+                    self.limit = math.inf
         if self.requests is not None and reported.request_remaining is not None:
             self.requests.at_most(reported.request_remaining, now)
         if self.tokens is not None and reported.token_remaining is not None:
@@ -329,7 +411,8 @@ class Limiter:
             source = "set" if self._set_tpm is not None else "reported"
             parts.append(f"{self.tokens.per_minute:g} tok/min ({source})")
         if self.limit != math.inf:
-            parts.append(f"{math.floor(self.limit)} in flight (adaptive)")
+            how = "slow start" if self._slow_start else "adaptive"
+            parts.append(f"{math.floor(self.limit)} in flight ({how})")
         return ", ".join(parts)
 
     def concurrency(self) -> int | None:
@@ -372,6 +455,7 @@ __all__ = [
     "Limiter",
     "Permit",
     "ReportedLimits",
+    "Settings",
     "estimate_tokens",
     "forget_limiters",
     "limiter_key",

@@ -355,6 +355,8 @@ class RateLimitedServer:
             return
         try:
             asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(timeout=10)
+            # Answers still waiting out their delay end here, not as "destroyed but pending" noise.
+            asyncio.run_coroutine_threadsafe(_cancel_the_rest(), self._loop).result(timeout=10)
         finally:
             self._stop_loop()
 
@@ -368,6 +370,13 @@ class RateLimitedServer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+async def _cancel_the_rest() -> None:
+    tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -47,6 +47,9 @@ class AnthropicLLM(HTTPLLM):
     api_key_env: ClassVar[str | None] = API_KEY_ENV
     default_base_url: ClassVar[str] = "https://api.anthropic.com"
     path: ClassVar[str] = "/v1/messages"
+    # Anthropic counts max_tokens against the output-tokens limit when a request starts and corrects
+    # it to the tokens generated when it ends.
+    tokens_charged_at_request: ClassVar[bool] = False
 
     class Options(GenerationOptions):
         temperature: float | None = Field(
