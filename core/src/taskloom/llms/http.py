@@ -425,7 +425,8 @@ class HTTPLLM(AsyncLLM):
                     f"{self.where()} answered without any answer: {self.redact(json.dumps(answer)[:300])}"
                 )
             if reply.input_tokens is not None or reply.output_tokens is not None:
-                charged = options.max_new_tokens * n if self.tokens_charged_at_request else None
+                most = options.max_new_tokens
+                charged = most * n if self.tokens_charged_at_request and most is not None else None
                 used = (reply.input_tokens or 0) + (charged if charged is not None else reply.output_tokens or 0)
             return reply
         except RetryableError as error:
