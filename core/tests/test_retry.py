@@ -107,3 +107,10 @@ def test_authentication_error_stops_the_run() -> None:
 def test_retry_errors_are_generation_errors() -> None:
     assert issubclass(RateLimitError, GenerationError)
     assert not issubclass(AuthenticationError, GenerationError)
+
+
+def test_a_paced_retry_waits_only_what_the_server_asked() -> None:
+    policy = RetryPolicy(initial_delay=10, max_retry_after=5)
+    assert policy.delay(3, 0.25, paced=True) == 0.25
+    assert policy.delay(3, None, paced=True) == 0.0
+    assert policy.delay(3, 60, paced=True) == 5  # still capped

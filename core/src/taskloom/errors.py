@@ -103,6 +103,8 @@ class RetryableError(GenerationError):
         super().__init__(message)
         self.retry_after = retry_after
         self.status = status
+        self.paced = False
+        """Set when a rate limiter paces the retry itself: then only ``retry_after`` is waited, no backoff."""
 
 
 class RateLimitError(RetryableError):

@@ -34,8 +34,17 @@ class RetryPolicy(BaseModel):
     max_delay: float = Field(default=60.0, ge=0, description="Longest backoff between two tries.")
     max_retry_after: float = Field(default=300.0, ge=0, description="Longest wait a server's Retry-After may impose.")
 
-    def delay(self, retry: int, retry_after: float | None = None, rng: random.Random | None = None) -> float:
-        """Seconds to wait before retry number ``retry`` (1 for the first retry)."""
+    def delay(
+        self, retry: int, retry_after: float | None = None, rng: random.Random | None = None, paced: bool = False
+    ) -> float:
+        """Seconds to wait before retry number ``retry`` (1 for the first retry).
+
+        ``paced``: a rate limiter decides when the retry may start (its buckets, its pause), so
+        the server's ``retry_after`` is all that is waited here; backoff on top would leave the
+        allowance unused.
+        """
+        if paced:
+            return min(retry_after or 0.0, self.max_retry_after)
         ceiling = min(self.max_delay, self.initial_delay * self.multiplier ** (retry - 1))
         backoff = (rng or random).uniform(0, ceiling)
         if retry_after is not None:
@@ -60,7 +69,7 @@ class RetryPolicy(BaseModel):
                 error.attempts = number  # type: ignore[attr-defined]
                 if number == self.max_attempts:
                     raise
-                wait = self.delay(number, error.retry_after)
+                wait = self.delay(number, error.retry_after, paced=error.paced)
                 logger.debug("retry %d after %.2fs: %s", number, wait, error)
                 if on_retry is not None:
                     on_retry(error, number, wait)

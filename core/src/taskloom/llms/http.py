@@ -431,6 +431,8 @@ class HTTPLLM(AsyncLLM):
             return reply
         except RetryableError as error:
             wait = error.retry_after
+            # A refusal the limiter heard: its buckets pace the retry, so no backoff is added.
+            error.paced = status in (429, 503, 529) and limiter.paces()
             raise
         finally:
             limiter.release(permit, status=status, headers=headers, used_tokens=used, retry_after=wait)

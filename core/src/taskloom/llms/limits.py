@@ -258,6 +258,10 @@ class Limiter:
         elif bucket.per_minute != per_minute:
             bucket.set_rate(per_minute)
 
+    def paces(self) -> bool:
+        """Whether buckets decide when requests start (a limit set or reported, and adaptive)."""
+        return self.adaptive and (self.requests is not None or self.tokens is not None)
+
     @property
     def counts_tokens(self) -> bool:
         """Whether requests need a token estimate (a tokens limit is set or was reported)."""
