@@ -375,6 +375,36 @@ def test_a_member_that_asks_for_a_long_wait_is_skipped_at_once() -> None:
         assert other.stats()["answered"] >= 2
 
 
+def test_an_exhausted_quota_is_not_retried_and_fails_over_at_once() -> None:
+    from taskloom.errors import QuotaExceededError
+    from taskloom.llms.fallback import FallbackLLM
+    from taskloom.testing.http import Reply, ScriptedServer
+
+    quota = Reply(
+        status=429,
+        body={"error": {"message": "You exceeded your current quota, please check your plan and billing details.",
+                        "type": "insufficient_quota", "code": "insufficient_quota"}},
+    )  # fmt: skip
+    chat = [{"role": "user", "content": "hi"}]
+    with ScriptedServer([quota]) as broke, RateLimitedServer() as other:
+        alone = get_llm("openai", model="a", base_url=broke.url + "/v1", api_key="none")
+        with pytest.raises(QuotaExceededError, match="Add credit"):
+            alone.generate([chat])
+        alone.unload()
+        assert len(broke.requests) == 1  # not retried: waiting does not refill a quota
+        members = [
+            get_llm("openai", model="a", base_url=broke.url + "/v1", api_key="none"),
+            get_llm("openai", model="b", base_url=other.url, api_key="none"),
+        ]
+        llm = FallbackLLM(llms=members)
+        try:
+            outputs = llm.generate([chat, chat, chat])
+        finally:
+            llm.unload()
+        assert [o["answered_by"] for o in outputs] == [["openai:b"]] * 3
+        assert len(broke.requests) <= 1 + 3  # each at most once, then left out
+
+
 def test_a_fallback_naming_an_unknown_llm_is_refused_before_any_request(tmp_path: Path) -> None:
     from taskloom.pipeline.config import PipelineConfigError, load_pipeline
 

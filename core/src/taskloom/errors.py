@@ -135,6 +135,15 @@ class AuthenticationError(TaskloomError):
     """Missing, wrong or unauthorised credentials (401, 403): every row would fail, so it stops."""
 
 
+class QuotaExceededError(TaskloomError):
+    """The account's quota or credit is used up (OpenAI's 429 ``insufficient_quota``).
+
+    Not a rate limit: waiting does not help, so it is not retried, and every row would fail the
+    same way, so the run stops (what it finished is written; a rerun resumes). A fallback LLM
+    leaves such a member out and goes on with the next.
+    """
+
+
 class StopRequested(TaskloomError):
     """The run is stopping (a budget reached, a signal): this request was not started.
 

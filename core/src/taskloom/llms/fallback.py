@@ -7,8 +7,9 @@ own retries (a rate limit, an overload, a 5xx, a timeout), or that asks to wait 
 ``failover_wait`` before a retry (an exhausted quota answers 429 with a long reset), hands the
 request to the next one and rests for ``cooldown`` seconds (or as long as it asked), so the run
 keeps its pace instead of paying every member's retries on every row. A member whose key is
-refused (401/403) is left out for the rest of the run. A request the provider refuses as invalid
-(400) is not retried elsewhere: it would be refused there too, and its error belongs on its row.
+refused (401/403) or whose quota is used up is left out for the rest of the run. A request the
+provider refuses as invalid (400) is not retried elsewhere: it would be refused there too, and
+its error belongs on its row.
 
 The cache knows the fallback by its own identity (its members in order), not by the member that
 answered, so a resumed run finds every generation whichever member wrote it. Which member
@@ -24,7 +25,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field, PrivateAttr, field_validator
 
-from taskloom.errors import AuthenticationError, GenerationError, RetryableError
+from taskloom.errors import AuthenticationError, GenerationError, QuotaExceededError, RetryableError
 from taskloom.llms.async_llm import _ON_RETRY, AsyncLLM, OnRetry, error_text
 from taskloom.llms.base import LLM
 from taskloom.llms.options import GenerationOptions
@@ -179,9 +180,9 @@ class FallbackLLM(AsyncLLM):
         outer = _ON_RETRY.get()
         try:
             return await member.agenerate_one(input, count, on_retry=self._watching(outer), **kwargs)
-        except AuthenticationError as error:
+        except (AuthenticationError, QuotaExceededError) as error:
             self._refused.add(index)
-            logger.warning("fallback: %s refused its key and is left out: %s", self.member_label(index), error)
+            logger.warning("fallback: %s cannot be used and is left out: %s", self.member_label(index), error)
             if len(self._refused) == len(self.llms):
                 raise
             return None

@@ -29,6 +29,7 @@ from taskloom.errors import (
     BadRequestError,
     GenerationError,
     OverloadedError,
+    QuotaExceededError,
     RateLimitError,
     RequestTimeoutError,
     RetryableError,
@@ -76,6 +77,8 @@ def error_for_status(
     401/403 stop the run (``auth_hint`` says where the key comes from); other 4xx fail the row.
     """
     wait = retry_after(headers)
+    if status == 429 and "quota" in message.lower() and "rate limit" not in message.lower():
+        return QuotaExceededError(f"{message}. Add credit or raise the quota, then run again (it resumes).")
     if status == 429:
         return RateLimitError(message, retry_after=wait, status=status)
     if status in (503, 529):
