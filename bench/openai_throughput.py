@@ -34,10 +34,13 @@ def free_port() -> int:
 
 def start_server(delay: float) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, str(HERE / "latency_server.py"), "--port", str(port), "--delay", str(delay)]
-    )
-    url = f"http://127.0.0.1:{port}"
+    command = [sys.executable, str(HERE / "latency_server.py"), "--port", str(port), "--delay", str(delay)]
+    return launch(command, f"http://127.0.0.1:{port}", "latency server")
+
+
+def launch(command: list[str], url: str, what: str) -> tuple[subprocess.Popen[bytes], str]:
+    """Start a server process and wait until its ``/health`` answers."""
+    process = subprocess.Popen(command)
     for _ in range(200):
         try:
             with urllib.request.urlopen(f"{url}/health", timeout=1):
@@ -45,7 +48,7 @@ def start_server(delay: float) -> tuple[subprocess.Popen[bytes], str]:
         except OSError:
             time.sleep(0.05)
     process.kill()
-    raise RuntimeError("latency server did not start")
+    raise RuntimeError(f"{what} did not start")
 
 
 def chats(count: int) -> list[list[dict[str, str]]]:

@@ -40,11 +40,10 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-from openai_throughput import free_port
+from openai_throughput import free_port, launch
 from pipeline_throughput import _reset, _server_stats, rows_for
 
 RPM = 600
@@ -68,18 +67,9 @@ def start_limited_server(*, headers: bool) -> tuple[subprocess.Popen[bytes], str
     """The rate-limited server in a process of its own; its root URL once it answers."""
     port = free_port()
     argv = ["--port", str(port), "--rpm", str(RPM), "--delay", str(DELAY), "--burst-seconds", str(BURST_SECONDS)]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "taskloom.testing.ratelimited", *argv, *([] if headers else ["--no-limit-headers"])]
-    )
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=1):
-                return process, url
-        except OSError:
-            time.sleep(0.05)
-    process.kill()
-    raise RuntimeError("rate-limited server did not start")
+    extra = [] if headers else ["--no-limit-headers"]
+    command = [sys.executable, "-m", "taskloom.testing.ratelimited", *argv, *extra]
+    return launch(command, f"http://127.0.0.1:{port}", "rate-limited server")
 
 
 def run_mode(url: str, rows: list[dict[str, str]], settings: dict[str, Any], output: Path) -> dict[str, Any]:
