@@ -339,7 +339,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.estimate:
         _print_estimate(config, args)
         return 0
-    from taskloom.errors import BudgetExceededError, RunInterrupted
+    from taskloom.errors import BudgetExceededError, JudgeUnreadableError, RunInterrupted
 
     output = args.output or config.output
     try:
@@ -354,7 +354,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except RunInterrupted as stop:
         print(f"taskloom: {stop}", file=sys.stderr)
         return 130
-    except BudgetExceededError as stop:
+    except (BudgetExceededError, JudgeUnreadableError) as stop:
         if stop.result is not None:
             print(summary_table(stop.result.stats))  # type: ignore[attr-defined]
         print(f"taskloom: {stop}", file=sys.stderr)

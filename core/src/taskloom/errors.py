@@ -164,6 +164,14 @@ class BudgetExceededError(TaskloomError):
         self.result = result
 
 
+class JudgeUnreadableError(TaskloomError):
+    """A judge's replies could not be read more often than its ``max_unreadable`` allows; ``result`` holds the run."""
+
+    def __init__(self, message: str, result: object = None) -> None:
+        super().__init__(message)
+        self.result = result
+
+
 class RunInterrupted(KeyboardInterrupt):
     """A run stopped by Ctrl-C or SIGTERM after writing what it had; ``result`` holds it.
 

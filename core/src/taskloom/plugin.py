@@ -32,6 +32,7 @@ if TYPE_CHECKING:
         TaskloomError,
     )
     from taskloom.hookspecs import hookimpl
+    from taskloom.judging import JudgeStatistics, ScoreStatistics, VerdictStatistics
     from taskloom.llms.async_llm import AsyncLLM, failed_output
     from taskloom.llms.base import LLM
     from taskloom.llms.http import HTTPLLM, Reply, error_for_status, redact, retry_after
@@ -60,6 +61,9 @@ _LAZY = {
     "ServerError": "taskloom.errors",
     "TaskloomError": "taskloom.errors",
     "hookimpl": "taskloom.hookspecs",
+    "JudgeStatistics": "taskloom.judging",
+    "ScoreStatistics": "taskloom.judging",
+    "VerdictStatistics": "taskloom.judging",
     "AsyncLLM": "taskloom.llms.async_llm",
     "failed_output": "taskloom.llms.async_llm",
     "LLM": "taskloom.llms.base",
@@ -116,6 +120,7 @@ __all__ = [
     "GenerationError",
     "GenerationOptions",
     "JoinStep",
+    "JudgeStatistics",
     "LLMRegister",
     "MissingColumnError",
     "OptionError",
@@ -128,6 +133,7 @@ __all__ = [
     "RetryableError",
     "Row",
     "RuntimeParameter",
+    "ScoreStatistics",
     "ServerError",
     "Sink",
     "SinkRegister",
@@ -141,6 +147,7 @@ __all__ = [
     "Task",
     "TaskRegister",
     "TaskloomError",
+    "VerdictStatistics",
     "columns_as_dict",
     "compile_template",
     "error_for_status",

@@ -9,10 +9,11 @@ from __future__ import annotations
 import contextvars
 import functools
 from abc import ABC, abstractmethod
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar, TypeAlias
 
-from pydantic import Field, model_validator
+from pydantic import Field, PrivateAttr, model_validator
 
 from taskloom.component import Component, kebab_case
 from taskloom.errors import MissingColumnError
@@ -182,6 +183,28 @@ class Step(Component, ABC):
 
     Cheap steps (renaming columns) set it to False and run on the event loop.
     """
+
+    needs_input_order: ClassVar[bool] = False
+    """Whether the step must see rows in source order (a deduplication keeping the first of each).
+
+    A pipeline otherwise hands a step each row as soon as the steps before it finish it, in any
+    order; for such a step it holds rows back until those before them have arrived.
+    """
+
+    _dropped: Counter[str] = PrivateAttr(default_factory=Counter)
+
+    def drop(self, row: Row, reason: str) -> None:
+        """Count ``row`` as left out of this step's output, and why (``rating is missing``).
+
+        A step that filters calls it for each row it leaves out: the reasons and their counts are
+        in the run's stats and summary (:meth:`dropped`). Override it to also keep the row
+        somewhere (a side file); call ``super().drop`` there.
+        """
+        self._dropped[reason] += 1
+
+    def dropped(self) -> dict[str, int]:
+        """Rows left out so far, by reason."""
+        return dict(self._dropped)
 
     def __rshift__(self, other: Any) -> Any:
         from taskloom.pipeline.graph import Flow

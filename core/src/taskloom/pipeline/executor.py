@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from taskloom.errors import StopRequested
+from taskloom.judging import ungrouped
 from taskloom.llms.async_llm import REQUEST_GATE, AsyncLLM
 from taskloom.llms.limits import estimate_tokens
 from taskloom.llms.outputs import token_counts
@@ -41,6 +42,7 @@ from taskloom.typing import ChatType, GenerateOutput, Row
 from taskloom.work import Call, RowWork, run_work
 
 if TYPE_CHECKING:
+    from taskloom.judging import JudgeStatistics
     from taskloom.llms.limits import Limiter
     from taskloom.pipeline.batching import Batcher, BatchStore
     from taskloom.pipeline.budget import Budget
@@ -51,6 +53,8 @@ logger = logging.getLogger("taskloom.pipeline")
 
 _END = object()
 SOURCE_CHUNK = 256
+MIN_JUDGED = 20
+"""Judged items a judge's ``max_unreadable`` waits for before it may stop a run."""
 
 
 CacheEntry = tuple[str, str | None, int | None, int | None, str | None]
@@ -143,6 +147,10 @@ class StepStats:
     """Dollars of this run's requests (cached generations cost nothing again)."""
     unpriced_requests: int = 0
     """Requests to a model with no known price: their tokens are counted, their dollars are not."""
+    judge: JudgeStatistics | None = field(default=None, repr=False, compare=False)
+    """What the step's judge statistics measured so far (a judging task); see :mod:`taskloom.judging`."""
+    dropped: dict[str, int] = field(default_factory=dict)
+    """Rows the step left out, by reason (a filter, a deduplication)."""
     model: str | None = None
     local: bool = False
     """The model runs on this machine: its tokens cost no dollars."""
@@ -181,6 +189,10 @@ class StepStats:
             "rows_out": self.rows_out,
             "rows_failed": self.rows_failed,
         }
+        if self.dropped:
+            data["rows_dropped"] = dict(self.dropped)
+        if self.judge is not None:
+            data["judge"] = self.judge.summary()
         if self.is_task:
             data.update(
                 model=self.model,
@@ -208,7 +220,9 @@ class RunStats:
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
     stopping: str | None = None
-    """Why the run is stopping or stopped early: ``budget``, ``max_requests``, ``interrupted``; None otherwise."""
+    """Why the run is stopping or stopped early: ``budget``, ``max_requests``, ``interrupted``,
+    ``unreadable`` (a judge past its ``max_unreadable``); None otherwise."""
+    stop_message: str | None = None
 
     @property
     def cost_usd(self) -> float:
@@ -291,6 +305,9 @@ class _Node:
         self.leaf_writers: list[_LeafCollector] = []
         self.semaphore: asyncio.Semaphore | None = None
         self.identity = ""
+        self.held: dict[int, _Unit] = {}
+        """Units waiting for those before them (a step that needs input order)."""
+        self.next_seq = 0
         self.price: Price | None = None
         self.batch = False
         self.batcher: Batcher | None = None
@@ -393,6 +410,7 @@ class Executor:
                 limiter = getattr(llm, "limiter", None)
                 node.stats.limiter = limiter() if callable(limiter) else None
                 node.price = self.prices.price_of(llm) if self.prices is not None else None
+                node.stats.judge = step.judge_statistics()
                 node.batch = llm.in_batch_mode()
                 if node.batch:
                     node.batcher = self._batcher(node, llm)
@@ -496,6 +514,18 @@ class Executor:
         if hasattr(self, "_failure"):
             self._fail(_Aborted())
 
+    def _too_unreadable(self, task: Task, judge: JudgeStatistics, limit: float) -> None:
+        if self.stats.stopping is not None:
+            return
+        examples = "\n".join(f"  {i}. {text!r}" for i, text in enumerate(judge.unreadable_examples, 1))
+        self.stats.stop_message = (
+            f"The judge {task.name!r} could not be read in {judge.unreadable_rate:.0%} of {judge.seen} replies "
+            f"(max_unreadable={limit:g}), so the run stopped early. Replies it could not read:\n{examples}\n"
+            "A larger model, structured output, or a clearer template usually helps; rows written so far are "
+            "kept, and a rerun resumes from the cache."
+        )
+        self.stop("unreadable")
+
     def _gate(self) -> None:
         if self.stats.stopping is not None:
             raise StopRequested(f"the run is stopping ({self.stats.stopping})")
@@ -568,6 +598,10 @@ class Executor:
                         await asyncio.sleep(0)
             else:
                 await self._plain_units(node, units)
+        if node.held:  # rows after a gap (a row the run stopped before finishing): in order, all the same
+            held = [node.held.pop(seq) for seq in sorted(node.held)]
+            node.next_seq = held[-1].seq + 1
+            await self._plain_units(node, held)
         node.upstream_done = True
         if node.batcher is not None:
             node.batcher.poke()
@@ -591,8 +625,22 @@ class Executor:
         for collector in node.leaf_writers:
             collector.add(seq, rows)
 
+    def _in_order(self, node: _Node, units: list[_Unit]) -> list[_Unit]:
+        """For a step that must see rows in source order: the units that are next, held ones after."""
+        for unit in units:
+            node.held[unit.seq] = unit
+        ready = []
+        while node.next_seq in node.held:
+            ready.append(node.held.pop(node.next_seq))
+            node.next_seq += 1
+        return ready
+
     async def _plain_units(self, node: _Node, units: list[_Unit]) -> None:
         step = node.step
+        if step.needs_input_order:
+            units = self._in_order(node, units)
+            if not units:
+                return
 
         def run_all() -> list[list[Row]]:
             results = []
@@ -607,6 +655,7 @@ class Executor:
             return results
 
         results = await asyncio.to_thread(run_all) if step.runs_in_thread else run_all()
+        node.stats.dropped = step.dropped()
         for unit, rows in zip(units, results, strict=True):
             self._emit(node, unit.seq, rows)
 
@@ -630,6 +679,14 @@ class Executor:
         built = await self._drive(node, task.work([row]))
         if any(row_errors(out, task.name) for out in built):
             node.stats.rows_failed += 1
+        judge = node.stats.judge
+        if judge is not None:
+            for out in built:
+                for generation in ungrouped(out, task.output_columns()) if task.group_generations else [out]:
+                    judge.add(generation)
+            limit = task.max_unreadable
+            if limit is not None and judge.seen >= MIN_JUDGED and judge.unreadable_rate > limit:
+                self._too_unreadable(task, judge, limit)
         return built
 
     async def _drive(self, node: _Node, work: RowWork) -> list[Row]:

@@ -532,7 +532,7 @@ def _run_record(
 def _raise_stopped(
     result: RunResult, stats: RunStats, cached: int, budget_usd: float | None, max_requests: int | None
 ) -> None:
-    from taskloom.errors import BudgetExceededError, RunInterrupted
+    from taskloom.errors import BudgetExceededError, JudgeUnreadableError, RunInterrupted
     from taskloom.pricing import format_dollars
 
     total = f" of {stats.total}" if stats.total is not None else ""
@@ -540,6 +540,8 @@ def _raise_stopped(
     resume = "run the same command again to resume (nothing already answered is paid for again)"
     if stats.stopping == "interrupted":
         raise RunInterrupted(f"Interrupted: {written}; {resume}.", result)
+    if stats.stopping == "unreadable":
+        raise JudgeUnreadableError(f"{stats.stop_message}\n({written}.)", result)
     if stats.stopping == "max_requests":
         why = f"Stopped at max_requests={max_requests}"
         more = "with a larger max_requests"

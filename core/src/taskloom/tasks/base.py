@@ -13,7 +13,7 @@ import json
 import logging
 from abc import abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field
 
@@ -25,6 +25,9 @@ from taskloom.llms.outputs import token_counts
 from taskloom.steps import Step, columns_as_dict
 from taskloom.typing import ChatType, GenerateOutput, Row
 from taskloom.work import Call, CallPlan, RowWork, lockstep, run_work
+
+if TYPE_CHECKING:
+    from taskloom.judging import JudgeStatistics
 
 __all__ = ["METADATA", "Call", "CallPlan", "Task", "row_errors"]
 
@@ -89,6 +92,13 @@ class Task(Step):
         default=True,
         description="Keep the formatted chat input under distilabel_metadata['raw_input_<name>'].",
     )
+    max_unreadable: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="For a judge: stop the run once more than this share of its replies cannot be read "
+        "(after 20 judged items), showing three of them.",
+    )
 
     @abstractmethod
     def format_input(self, input: Row) -> ChatType:
@@ -114,6 +124,16 @@ class Task(Step):
     def makes_several_calls(self) -> bool:
         """Whether this task overrides :meth:`plan` (the executor keeps a fast path for one call)."""
         return type(self).plan is not Task.plan
+
+    def judge_statistics(self) -> JudgeStatistics | None:
+        """A collector of this task's judge statistics for a run, or None for a task that judges nothing.
+
+        A judging task returns a :class:`~taskloom.judging.ScoreStatistics` or
+        :class:`~taskloom.judging.VerdictStatistics` naming its columns (or its own subclass of
+        :class:`~taskloom.judging.JudgeStatistics`); the pipeline feeds it every row the step
+        writes, and shows what it measured in the stats, the summary and the dataset card.
+        """
+        return None
 
     def resolve_llm(self) -> LLM:
         """This task's LLM; the default LLM, chosen now, if it was built without one.

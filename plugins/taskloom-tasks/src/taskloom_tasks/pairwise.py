@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from taskloom.plugin import Call, CallPlan, ChatType, GenerateOutput, Row, StepColumns
+from taskloom.plugin import Call, CallPlan, ChatType, GenerateOutput, Row, StepColumns, VerdictStatistics
 from taskloom_tasks.base import PromptedTask, replies_json, text_list, token_sums
 from taskloom_tasks.verdicts import Verdict, find_verdict, swap
 
@@ -53,6 +53,9 @@ class PairwiseJudge(PromptedTask):
 
     def template_variables(self) -> list[str]:
         return ["json", "instruction", "response_a", "response_b", "allow_tie", "criteria"]
+
+    def judge_statistics(self) -> VerdictStatistics:
+        return VerdictStatistics(self.name, verdict="verdict", answers="generations", orders_agree="orders_agree")
 
     def _pair(self, input: Row) -> list[Any]:
         pair = text_list(input["generations"], "generations", self.name)

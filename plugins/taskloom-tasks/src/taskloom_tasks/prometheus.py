@@ -11,7 +11,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from taskloom.plugin import Row, StepColumns
+from taskloom.plugin import JudgeStatistics, Row, ScoreStatistics, StepColumns, VerdictStatistics
 from taskloom_tasks.base import PromptedTask, text_list
 from taskloom_tasks.parsing import check_score, find_score
 from taskloom_tasks.verdicts import find_verdict
@@ -117,6 +117,11 @@ class PrometheusEval(PromptedTask):
     @property
     def outputs(self) -> StepColumns:
         return ["feedback", "result", "model_name"]
+
+    def judge_statistics(self) -> JudgeStatistics:
+        if self.mode == "absolute":
+            return ScoreStatistics(self.name, scores="result", answers="generation")
+        return VerdictStatistics(self.name, verdict="result", answers="generations")
 
     def template_variables(self) -> list[str]:
         shown = ["response"] if self.mode == "absolute" else ["response_a", "response_b"]

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field, model_validator
 
-from taskloom.plugin import Row, StepColumns
+from taskloom.plugin import Row, ScoreStatistics, StepColumns
 from taskloom_tasks.base import PromptedTask, text_list
 from taskloom_tasks.parsing import check_score, find_score, split_sections
 
@@ -31,6 +31,9 @@ class _ListScorer(PromptedTask):
     @property
     def outputs(self) -> StepColumns:
         return ["scores", "model_name"]
+
+    def judge_statistics(self) -> ScoreStatistics:
+        return ScoreStatistics(self.name, scores="scores", answers=self.items_column)
 
     def _items(self, input: Row) -> list[Any]:
         return text_list(input[self.items_column], self.items_column, self.name)

@@ -6,7 +6,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from taskloom.plugin import Row, StepColumns
+from taskloom.plugin import Row, ScoreStatistics, StepColumns
 from taskloom_tasks.base import PromptedTask, text_list
 from taskloom_tasks.parsing import check_score, field_text, find_score, find_scores, split_sections
 
@@ -82,6 +82,9 @@ class UltraFeedback(PromptedTask):
 
     def template_variables(self) -> list[str]:
         return ["json", "instruction", "responses", "aspect", "aspect_title", "aspect_guide", "scale"]
+
+    def judge_statistics(self) -> ScoreStatistics:
+        return ScoreStatistics(self.name, scores="ratings", answers="generations")
 
     def template_context(self, input: Row) -> dict[str, Any]:
         title, guide, scale = ASPECTS[self.aspect]
