@@ -15,6 +15,8 @@
       answer: {llm: {generation_kwargs: {temperature: 0.7}}}
     prices:                                               # dollars per million tokens, by model
       my-finetune: {input: 0.30, output: 1.20}
+    license: apache-2.0                                   # for the dataset card (README.md)
+    card: {title: Answers, description: ..., task_categories: [text-generation], tags: [...]}
 
 Every mistake is reported with the file and where in it, before any LLM is built or called.
 """
@@ -34,7 +36,7 @@ from taskloom.pipeline.graph import Flow
 from taskloom.pipeline.pipeline import Pipeline
 from taskloom.steps import Step
 
-_TOP_LEVEL = {"name", "source", "steps", "sinks", "parameters", "output", "window", "prices"}
+_TOP_LEVEL = {"name", "source", "steps", "sinks", "parameters", "output", "window", "prices", "license", "card"}
 
 
 class PipelineConfigError(TaskloomError, ValueError):
@@ -71,6 +73,7 @@ def load_pipeline(path: str | Path, overrides: Sequence[str] = ()) -> PipelineCo
         raise PipelineConfigError(f"{file}: a pipeline file is a mapping with 'source' and 'steps'.")
     config = build_pipeline(data, base=file.parent, origin=str(file))
     config.path = file
+    config.pipeline.origin = str(file)
     for override in overrides:
         apply_override(config.parameters, override)
     return config
@@ -103,6 +106,11 @@ def build_pipeline(data: Mapping[str, Any], *, base: Path = Path("."), origin: s
         prices = parse_prices(data.get("prices"), f"{origin}: prices")
     except PriceError as error:
         raise PipelineConfigError(str(error)) from None
+    card = data.get("card") or {}
+    if not isinstance(card, dict):
+        raise PipelineConfigError(f"{origin}: 'card' maps title, description, task_categories and tags to values.")
+    if data.get("license"):
+        card = {**card, "license": str(data["license"])}
     pipeline = Pipeline(
         flow,
         source=source,
@@ -110,6 +118,7 @@ def build_pipeline(data: Mapping[str, Any], *, base: Path = Path("."), origin: s
         name=str(data.get("name") or "pipeline"),
         window=data.get("window"),
         prices=prices,
+        card=card,
     )
     # The output folder is relative to where the command runs (out/ beside the user), sources to the file.
     return PipelineConfig(pipeline, {str(k): dict(v or {}) for k, v in parameters.items()}, _path(output, Path(".")))

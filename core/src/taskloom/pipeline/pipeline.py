@@ -113,6 +113,7 @@ class Pipeline:
         name: str = "pipeline",
         window: int | None = None,
         prices: Mapping[str, Any] | None = None,
+        card: Mapping[str, Any] | None = None,
     ) -> None:
         if isinstance(steps, Step | Flow):
             flow = Flow.of(steps)
@@ -128,6 +129,10 @@ class Pipeline:
         from taskloom.pricing import parse_prices
 
         self.prices = parse_prices(prices, f"pipeline {name!r}: prices")
+        self.card: dict[str, Any] = dict(card or {})
+        """What the dataset card says beyond the run itself: license, title, description, task_categories, tags."""
+        self.origin: str | None = None
+        """The pipeline file it was loaded from, for the card's command that reproduces the run."""
         """This pipeline's own prices (dollars per million tokens by model), over the config file's and shipped ones."""
 
     @property
@@ -371,6 +376,12 @@ class Pipeline:
                 if executor is not None and executor.stats.finished is not None:
                     with contextlib.suppress(OSError):
                         folder.record_run(_run_record(executor.stats, prices, budget_usd, max_requests))
+                    try:
+                        from taskloom.pipeline.card import write_card
+
+                        write_card(self, executor.stats, folder.data_dir)
+                    except Exception:  # the card describes the data; it must never cost the data
+                        logger.warning("could not write the dataset card", exc_info=True)
         stats = executor.stats
         result = RunResult(folder.data_dir, stats, leaves)
         for sink in sinks:

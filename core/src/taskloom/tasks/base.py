@@ -125,6 +125,14 @@ class Task(Step):
         """Whether this task overrides :meth:`plan` (the executor keeps a fast path for one call)."""
         return type(self).plan is not Task.plan
 
+    def described_prompt(self) -> str | None:
+        """The prompt as a dataset card shows it: the task's template, else its system prompt, else None."""
+        for attribute in ("template", "system_prompt"):
+            value = getattr(self, attribute, None)
+            if isinstance(value, str) and value.strip():
+                return value
+        return None
+
     def judge_statistics(self) -> JudgeStatistics | None:
         """A collector of this task's judge statistics for a run, or None for a task that judges nothing.
 

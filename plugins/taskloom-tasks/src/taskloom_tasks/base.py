@@ -55,6 +55,9 @@ class PromptedTask(Task):
         default=None,
         description="A Jinja2 template for the user message, replacing the task's own; it sees the same variables.",
     )
+
+    def described_prompt(self) -> str | None:
+        return self.template or packaged_template(self.template_name)
     system_prompt: str | None = Field(
         default=None, description="A system message; by default the task's own (if it has one)."
     )
