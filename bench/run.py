@@ -11,6 +11,7 @@ from __future__ import annotations
 import platform
 import sys
 
+import dedup
 import import_time
 import llamacpp_throughput
 import openai_throughput
@@ -38,6 +39,9 @@ def main() -> int:
     print()
     limited = rate_limits.measure()
     rate_limits.report(limited)
+    print()
+    deduplication = dedup.measure()
+    dedup.report(deduplication)
 
     def status(ok: bool) -> str:
         return "ok" if ok else "MISSED"
@@ -156,6 +160,23 @@ def main() -> int:
             f"{cpu['no limit']:.2f} / {cpu['rpm never waiting']:.2f} us",
             f"<= {rate_limits.TARGET_CPU_US:.0f} us",
             status(limited["cpu_met"]),
+        )
+    )
+    cpu_per_row = deduplication["cpu_us_per_row"]
+    rows.append(
+        (
+            f"deduplicate (minhash) vs plain datasketch, {deduplication['rows']:,} rows",
+            f"{cpu_per_row['step']:.0f} / {cpu_per_row['plain']:.0f} us/row CPU = {deduplication['ratio']:.2f}x",
+            f"<= {deduplication['target_ratio']}x",
+            status(deduplication["ratio_met"] and deduplication["same_rows"]),
+        )
+    )
+    rows.append(
+        (
+            "  peak memory of the step's process",
+            f"{deduplication['peak_mb']['step']:.0f} MB",
+            f"< {deduplication['target_memory_mb']:.0f} MB",
+            status(deduplication["memory_met"]),
         )
     )
     widths = [max(len(row[i]) for row in [("benchmark", "measured", "target", ""), *rows]) for i in range(4)]

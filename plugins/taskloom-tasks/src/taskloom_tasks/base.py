@@ -58,6 +58,7 @@ class PromptedTask(Task):
 
     def described_prompt(self) -> str | None:
         return self.template or packaged_template(self.template_name)
+
     system_prompt: str | None = Field(
         default=None, description="A system message; by default the task's own (if it has one)."
     )
