@@ -11,6 +11,7 @@ from __future__ import annotations
 import platform
 import sys
 
+import curate_steps
 import dedup
 import import_time
 import llamacpp_throughput
@@ -42,6 +43,9 @@ def main() -> int:
     print()
     deduplication = dedup.measure()
     dedup.report(deduplication)
+    print()
+    curation = curate_steps.measure()
+    curate_steps.report(curation)
 
     def status(ok: bool) -> str:
         return "ok" if ok else "MISSED"
@@ -179,6 +183,15 @@ def main() -> int:
             status(deduplication["memory_met"]),
         )
     )
+    for name, figure in curation["us_per_row"].items():
+        rows.append(
+            (
+                name,
+                f"{figure['per_row']:.1f} us/row",
+                f"<= {curation['target_us']:g} us",
+                status(figure["per_row"] <= curation["target_us"]),
+            )
+        )
     widths = [max(len(row[i]) for row in [("benchmark", "measured", "target", ""), *rows]) for i in range(4)]
     print("\nsummary")
     for row in [("benchmark", "measured", "target", "status"), *rows]:
