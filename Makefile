@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # Every installable package in the repo: core first (with its optional extras, so the Parquet and
 # Dataset sources and sinks are tested), then each plugin folder with a pyproject, then the example
 # provider of docs/writing-an-llm-plugin.md (tested as an installed package).
-PACKAGES := core[yaml,parquet,datasets] $(sort $(dir $(wildcard plugins/*/pyproject.toml))) examples/taskloom-acme-chat
+PACKAGES := core[yaml,parquet,datasets,stats] $(sort $(dir $(wildcard plugins/*/pyproject.toml))) examples/taskloom-acme-chat
 STAMP := $(VENV)/.installed
 
 .PHONY: install test lint typecheck demo bench docs clean

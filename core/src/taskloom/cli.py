@@ -387,6 +387,26 @@ def _preview(rows: Any, limit: int = 5, width: int = 40) -> str:
     return table
 
 
+def _cmd_agreement(args: argparse.Namespace) -> int:
+    from taskloom.agreement import agreement_in_run
+
+    result = agreement_in_run(args.run_dir, args.judge, args.human, args.leaf)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(
+        f"{result['leaf']}: {args.judge!r} against {args.human!r}, {result['rows']} rows "
+        f"({result['left_out']} left out: a value missing), compared as {result['kind']}"
+    )
+    metrics = [k for k in ("accuracy", "cohen_kappa", "spearman", "kendall") if k in result]
+    rows = []
+    for name in metrics:
+        low, high = result[name]["ci95"]
+        rows.append([name, f"{result[name]['value']:.3f}", f"[{low:.3f}, {high:.3f}]"])
+    print(format_table(rows, ["METRIC", "VALUE", "95% CI (bootstrap)"]))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="taskloom", description="Generate and judge data with LLMs.")
     parser.add_argument("--version", action="version", version=f"taskloom {__version__}")
@@ -446,6 +466,16 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--set", action="append", metavar="STEP.PARAM=VALUE")
     show.add_argument("--json", action="store_true", help="print JSON for scripts")
     show.set_defaults(run=_cmd_show)
+
+    agreement = commands.add_parser(
+        "agreement", help="how well a judge's column agrees with human labels in a run's output"
+    )
+    agreement.add_argument("run_dir", help="a run folder")
+    agreement.add_argument("--judge", required=True, metavar="COLUMN", help="the judge's column (verdict, score)")
+    agreement.add_argument("--human", required=True, metavar="COLUMN", help="the human labels' column")
+    agreement.add_argument("--leaf", help="the leaf step to read, when the run has several")
+    agreement.add_argument("--json", action="store_true", help="print JSON for scripts")
+    agreement.set_defaults(run=_cmd_agreement)
 
     validate = commands.add_parser("validate", help="check a pipeline file without calling any LLM")
     validate.add_argument("pipeline")
