@@ -42,6 +42,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pipeline_throughput import _PEAK
+
 TARGET_RATIO = 1.2
 TARGET_MEMORY_MB = 500.0
 SEED = 11
@@ -49,24 +51,6 @@ DUPLICATE_SHARE = 0.05
 DEFAULTS_ROWS = 10_000
 """Rows of the context run with datasketch's defaults (slower per row: the first ones are enough)."""
 
-_PEAK = """\
-import json, resource, sys, time
-
-
-def peak():
-    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    found = {"maxrss_mb": maxrss / (1 << 20) if sys.platform == "darwin" else maxrss / 1024}
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    found["hwm_mb"] = int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    found["peak_mb"] = found.get("hwm_mb", found["maxrss_mb"])
-    return found
-
-"""
 
 # argv: the rows file, the number of rows to read. Prints the timed work, the whole loop's time,
 # the dropped rows' ids and the peak.

@@ -37,8 +37,9 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, PrivateAttr, field_validator
 
-from taskloom.plugin import Row, Step, StepColumns, TaskloomError
+from taskloom.plugin import Row, Step, StepColumns
 from taskloom_curate.sidefile import SideFile
+from taskloom_curate.upstream import UpstreamColumnError, columns_from_upstream
 
 COLUMN_BREAK = " \ue000 "
 """Between the values of two columns (and, ``LIST_BREAK``, two items of a list value).
@@ -50,7 +51,7 @@ spans the boundary says where the boundary was.
 LIST_BREAK = " \ue001 "
 
 
-class DeduplicateColumnError(TaskloomError, ValueError):
+class DeduplicateColumnError(UpstreamColumnError):
     """A deduplication compares a column that no step before it makes."""
 
 
@@ -296,13 +297,7 @@ class Deduplicate(Step):
 
     def columns_after(self, available: Sequence[str]) -> list[str]:
         wanted = [self.input_mappings.get(column, column) for column in self.column_names]
-        missing = [column for column in wanted if column not in available]
-        if missing:
-            raise DeduplicateColumnError(
-                f"Step {self.name!r} compares {', '.join(map(repr, missing))}, which the rows reaching it do not "
-                f"have. Their columns: {', '.join(available) or '(none)'}."
-            )
-        return list(available)
+        return columns_from_upstream(self.name, "it compares", wanted, available, DeduplicateColumnError)
 
     def load(self) -> None:
         self.unload()  # loaded twice: the last run's side file is closed, its index let go

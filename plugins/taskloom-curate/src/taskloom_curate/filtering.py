@@ -19,14 +19,15 @@ from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import Field, PrivateAttr, field_validator
 
-from taskloom.plugin import Row, Step, StepColumns, TaskloomError
+from taskloom.plugin import Row, Step, StepColumns
 from taskloom_curate.sidefile import SideFile
+from taskloom_curate.upstream import UpstreamColumnError, columns_from_upstream
 
 if TYPE_CHECKING:  # jinja2 is imported when a filter is built, not when the plugin registers
     from taskloom_curate.expressions import RowExpression
 
 
-class FilterColumnError(TaskloomError, ValueError):
+class FilterColumnError(UpstreamColumnError):
     """A filter expression names a column that no step before it makes."""
 
 
@@ -80,13 +81,8 @@ class Filter(Step):
         return dict.fromkeys(self.compiled.columns, False)
 
     def columns_after(self, available: Sequence[str]) -> list[str]:
-        missing = [column for column in self.compiled.columns if column not in available]
-        if missing:
-            raise FilterColumnError(
-                f"Step {self.name!r}: the expression {self.expression!r} reads {', '.join(map(repr, missing))}, "
-                f"which the rows reaching it do not have. Their columns: {', '.join(available) or '(none)'}."
-            )
-        return list(available)
+        what = f"the expression {self.expression!r} reads"
+        return columns_from_upstream(self.name, what, self.compiled.columns, available, FilterColumnError)
 
     def load(self) -> None:
         self._dropped.clear()
