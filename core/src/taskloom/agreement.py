@@ -88,10 +88,15 @@ def _kappa(np: Any, x: Any, y: Any, labels: int) -> float:
 
 
 def rows_of(run_dir: str | Path, leaf: str | None = None) -> tuple[str, Iterable[dict[str, Any]]]:
-    """The output rows of a run folder's leaf step (the only one, unless ``leaf`` names it)."""
+    """The output rows of a run folder's leaf step (the only one, unless ``leaf`` names it), or of a JSONL file."""
     folder = Path(run_dir)
-    files = sorted(folder.glob("*.jsonl"))
-    if leaf is not None:
+    if folder.is_file():
+        files = [folder]
+    elif not folder.is_dir():
+        raise AgreementError(f"No run folder or JSONL file at {folder}.")
+    else:
+        files = sorted(folder.glob("*.jsonl"))
+    if leaf is not None and not folder.is_file():
         files = [f for f in files if f.stem == leaf]
     if len(files) != 1:
         found = ", ".join(f.stem for f in sorted(folder.glob("*.jsonl"))) or "none"
@@ -108,7 +113,7 @@ def rows_of(run_dir: str | Path, leaf: str | None = None) -> tuple[str, Iterable
 
 
 def agreement_in_run(run_dir: str | Path, judge: str, human: str, leaf: str | None = None) -> dict[str, Any]:
-    """Agreement between two columns of a run's output rows."""
+    """Agreement between two columns of a run's output rows (a run folder, or a JSONL file)."""
     name, rows = rows_of(run_dir, leaf)
     judged: list[Any] = []
     labelled: list[Any] = []

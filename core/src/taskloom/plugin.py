@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from taskloom._lazy import lazy_getattr
 
 if TYPE_CHECKING:
+    from taskloom.agreement import agreement_in_run, measure_agreement
     from taskloom.component import Component, RuntimeParameter
     from taskloom.errors import (
         AuthenticationError,
@@ -61,6 +62,8 @@ _LAZY = {
     "ServerError": "taskloom.errors",
     "TaskloomError": "taskloom.errors",
     "hookimpl": "taskloom.hookspecs",
+    "agreement_in_run": "taskloom.agreement",
+    "measure_agreement": "taskloom.agreement",
     "JudgeStatistics": "taskloom.judging",
     "ScoreStatistics": "taskloom.judging",
     "VerdictStatistics": "taskloom.judging",
@@ -148,12 +151,14 @@ __all__ = [
     "TaskRegister",
     "TaskloomError",
     "VerdictStatistics",
+    "agreement_in_run",
     "columns_as_dict",
     "compile_template",
     "error_for_status",
     "failed_output",
     "hookimpl",
     "json_schema_of",
+    "measure_agreement",
     "redact",
     "retry_after",
     "row_errors",

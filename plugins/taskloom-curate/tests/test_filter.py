@@ -147,3 +147,32 @@ def test_an_expression_is_cheap() -> None:
     expression = RowExpression("rating >= 4 and orders_agree")
     row = {"rating": 5, "orders_agree": True}
     assert timeit.timeit(lambda: expression(row), number=1000) < 1.0  # far from a hang, never a timing target
+
+
+def _labels(tmp_path: Path, judge: list[str], human: list[str]) -> Path:
+    path = tmp_path / "labelled.jsonl"
+    path.write_text("".join(json.dumps({"verdict": j, "human": h}) + "\n" for j, h in zip(judge, human, strict=True)))
+    return path
+
+
+def test_a_filter_gated_on_agreement_runs_when_the_judge_agrees(tmp_path: Path) -> None:
+    pytest.importorskip("scipy")
+    labels = _labels(tmp_path, list("AABBABAB"), list("AABBABAB"))
+    gate = {"labels": str(labels), "judge": "verdict", "human": "human", "at_least": 0.6}
+    step = get_step("filter", name="good", expression="rating >= 4", agreement=gate)
+    result = Pipeline(step, source=ROWS).run(output=tmp_path / "out", progress=None)
+    assert [row["id"] for row in result.rows()] == [0, 4]
+
+
+def test_a_filter_gated_on_agreement_refuses_a_judge_that_disagrees(tmp_path: Path) -> None:
+    pytest.importorskip("scipy")
+    from taskloom_curate.filtering import AgreementTooLowError
+
+    labels = _labels(tmp_path, list("AAAAABBB"), list("ABABABAB"))
+    gate = {"labels": str(labels), "judge": "verdict", "human": "human", "at_least": 0.6}
+    step = get_step("filter", name="good", expression="rating >= 4", agreement=gate)
+    with pytest.raises(AgreementTooLowError) as caught:
+        Pipeline(step, source=ROWS).run(output=tmp_path / "out", progress=None)
+    message = str(caught.value)
+    assert "'good'" in message and "cohen_kappa" in message and "at_least=0.6" in message and "95% CI" in message
+    assert not (tmp_path / "out" / "good.jsonl").exists() or not (tmp_path / "out" / "good.jsonl").read_text()

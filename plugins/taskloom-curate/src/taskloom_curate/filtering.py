@@ -15,16 +15,34 @@ failed. Every left-out row is counted by reason in the run's stats and summary.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Literal
 
-from pydantic import Field, PrivateAttr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
-from taskloom.plugin import Row, Step, StepColumns
+from taskloom.plugin import Row, Step, StepColumns, TaskloomError
 from taskloom_curate.sidefile import SideFile
 from taskloom_curate.upstream import UpstreamColumnError, columns_from_upstream
 
 if TYPE_CHECKING:  # jinja2 is imported when a filter is built, not when the plugin registers
     from taskloom_curate.expressions import RowExpression
+
+
+class AgreementGate(BaseModel):
+    """Filter only by a judge that agrees with people: measured on labelled rows before the run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    labels: str = Field(description="A run folder or JSONL file whose rows hold both the judge's and a human column.")
+    judge: str = Field(description="The judge's column there (a verdict or a score).")
+    human: str = Field(description="The human labels' column there.")
+    metric: Literal["accuracy", "cohen_kappa", "spearman", "kendall"] | None = Field(
+        default=None, description="What to measure; None: Cohen's kappa for labels, Spearman for scores."
+    )
+    at_least: float = Field(ge=-1, le=1, description="The least agreement this filter accepts.")
+
+
+class AgreementTooLowError(TaskloomError, ValueError):
+    """A filter gated on a judge's agreement with people, and the judge agrees less than required."""
 
 
 class FilterColumnError(UpstreamColumnError):
@@ -53,6 +71,10 @@ class Filter(Step):
     )
     dropped_to: str | None = Field(
         default=None, description="A JSON Lines file for every dropped row and its reason (relative to the run)."
+    )
+    agreement: AgreementGate | None = Field(
+        default=None,
+        description="Refuse to run unless the judge agrees with human labels at least this much (taskloom[stats]).",
     )
 
     _compiled: RowExpression | None = PrivateAttr(default=None)
@@ -85,10 +107,31 @@ class Filter(Step):
         return columns_from_upstream(self.name, what, self.compiled.columns, available, FilterColumnError)
 
     def load(self) -> None:
+        if self.agreement is not None:
+            self._check_agreement(self.agreement)
         self._dropped.clear()
         if self.dropped_to:
             self._side = SideFile(self.dropped_to)
             self._side.open()
+
+    def _check_agreement(self, gate: AgreementGate) -> None:
+        from taskloom.plugin import agreement_in_run
+
+        measured = agreement_in_run(gate.labels, gate.judge, gate.human)
+        metric = gate.metric or ("cohen_kappa" if measured["kind"] == "labels" else "spearman")
+        if metric not in measured:
+            raise AgreementTooLowError(
+                f"Step {self.name!r}: {metric} does not apply to {measured['kind']}; use one of "
+                f"{', '.join(k for k in ('accuracy', 'cohen_kappa', 'spearman', 'kendall') if k in measured)}."
+            )
+        value, (low, high) = measured[metric]["value"], measured[metric]["ci95"]
+        if value < gate.at_least:
+            raise AgreementTooLowError(
+                f"Step {self.name!r} filters by a judge that agrees with people too little to be trusted: "
+                f"{metric} of {gate.judge!r} against {gate.human!r} is {value:.3f} (95% CI {low:.3f} to {high:.3f}, "
+                f"{measured['rows']} labelled rows in {gate.labels}), below at_least={gate.at_least:g}. Improve the "
+                "judge (a larger model, a clearer template, both orders) or label more rows."
+            )
 
     def unload(self) -> None:
         if self._side is not None:
@@ -129,4 +172,4 @@ def _absent(row: Row, columns: list[str]) -> str | None:
     return None
 
 
-__all__ = ["Filter", "FilterColumnError"]
+__all__ = ["AgreementGate", "AgreementTooLowError", "Filter", "FilterColumnError"]
