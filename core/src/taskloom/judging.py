@@ -20,9 +20,9 @@ import math
 from collections import Counter
 from typing import Any
 
+from taskloom.tasks.base import METADATA
 from taskloom.typing import Row
 
-METADATA = "distilabel_metadata"
 EXAMPLES = 3
 """Unreadable replies kept to show (a run stopped by ``max_unreadable`` prints them)."""
 

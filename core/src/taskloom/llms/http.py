@@ -37,7 +37,7 @@ from taskloom.errors import (
     TaskloomError,
 )
 from taskloom.llms.async_llm import AsyncLLM, check_request_may_start, error_text
-from taskloom.llms.limits import Limiter, Settings, estimate_tokens, limiter_key, shared_limiter
+from taskloom.llms.limits import REFUSED, Limiter, Settings, estimate_tokens, limiter_key, shared_limiter
 from taskloom.llms.outputs import split_evenly
 from taskloom.typing import ChatType, GenerateOutput
 
@@ -435,7 +435,7 @@ class HTTPLLM(AsyncLLM):
         except RetryableError as error:
             wait = error.retry_after
             # A refusal the limiter heard: its buckets pace the retry, so no backoff is added.
-            error.paced = status in (429, 503, 529) and limiter.paces()
+            error.paced = status in REFUSED and limiter.paces()
             raise
         finally:
             limiter.release(permit, status=status, headers=headers, used_tokens=used, retry_after=wait)

@@ -48,6 +48,8 @@ BUCKET_SECONDS = 0.9
 """How much allowance a bucket holds: a little under one second's worth, so requests are paced, not
 bursted, and stay under an API that enforces its limit over one-second intervals even when the
 first requests reach it later than they left (connections being opened)."""
+REFUSED = frozenset({429, 503, 529})
+"""The statuses that say "too much, slow down": rate limited, unavailable, overloaded."""
 SLOW_START = 8
 """Requests in flight at first, for an LLM whose ``max_concurrency`` was not set and whose limits
 are not known: until the first answers say what the API allows, or the API refuses one."""
@@ -364,7 +366,7 @@ class Limiter:
                 self.tokens.give_back(permit.tokens - used_tokens, now)
             if reported is not None:
                 self._learn(reported, now)
-            if status in (429, 503, 529):
+            if status in REFUSED:
                 self._refused(permit, now, retry_after)
             elif status is not None and status < 400 and self.limit != math.inf:
                 # Slow start grows by one per answer (doubling each round trip); after a refusal,
@@ -455,6 +457,7 @@ def forget_limiters() -> None:
 
 
 __all__ = [
+    "REFUSED",
     "Bucket",
     "Limiter",
     "Permit",

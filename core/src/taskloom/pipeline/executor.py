@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from taskloom.errors import StopRequested
 from taskloom.judging import ungrouped
 from taskloom.llms.async_llm import REQUEST_GATE, AsyncLLM
-from taskloom.llms.limits import estimate_tokens
+from taskloom.llms.limits import REFUSED, estimate_tokens
 from taskloom.llms.outputs import token_counts
 from taskloom.pipeline.base import SinkWriter, Source
 from taskloom.pipeline.graph import Graph
@@ -164,16 +164,11 @@ class StepStats:
 
     def cost_text(self) -> str:
         """Dollars, ``no price``, or dollars plus the requests that had none."""
-        from taskloom.pricing import format_dollars
-
         if not self.is_task:
             return "-"
         if self.local:
             return "$0 (local)"
-        if self.unpriced_requests and not self.cost_usd:
-            return "no price"
-        text = format_dollars(self.cost_usd)
-        return f"{text} + no price for {self.unpriced_requests} req" if self.unpriced_requests else text
+        return _cost_text(self.cost_usd, self.unpriced_requests)
 
     def limits_text(self) -> str:
         """The limits in force for this step's LLM: set or reported rates, the adaptive in-flight limit."""
@@ -239,13 +234,7 @@ class RunStats:
         return sum(s.rate_limited for s in self.steps.values())
 
     def cost_text(self) -> str:
-        from taskloom.pricing import format_dollars
-
-        unpriced = sum(s.unpriced_requests for s in self.steps.values())
-        if unpriced and not self.cost_usd:
-            return "no price"
-        text = format_dollars(self.cost_usd)
-        return f"{text} + no price for {unpriced} req" if unpriced else text
+        return _cost_text(self.cost_usd, sum(s.unpriced_requests for s in self.steps.values()))
 
     def as_dict(self) -> dict[str, Any]:
         """The run's counters as plain data (``run.json``)."""
@@ -751,15 +740,7 @@ class Executor:
         assert node.batcher is not None
         stats = node.stats
         budget = self.budget
-        reserved = 0.0
-        if budget is not None:
-            llm = node.step.llm  # type: ignore[attr-defined]
-            max_new_tokens = llm.options(kwargs).max_new_tokens
-            reserved = budget.estimate(node.price, chat, count, max_new_tokens, True, node.input_factor)
-            refusal = budget.admit(reserved)
-            if refusal is not None:
-                self.stop(refusal)
-                raise StopRequested(f"the run is stopping ({refusal})")
+        reserved = self._admit(node, chat, count, kwargs)
         order = self.key(node.identity, chat, kwargs, 0) if self._caching else json.dumps(chat, sort_keys=True)
         stats.in_flight += 1
         stats.requests += 1
@@ -769,6 +750,23 @@ class Executor:
             stats.in_flight -= 1
             if budget is not None:
                 budget.release(reserved)
+
+    def _admit(self, node: _Node, chat: ChatType, count: int, kwargs: dict[str, Any]) -> float:
+        """Reserve a starting request's worst case against the budget; stop the run if it does not fit.
+
+        The reservation, 0 without a budget, goes back through ``budget.release`` when the request ends.
+        """
+        budget = self.budget
+        if budget is None:
+            return 0.0
+        llm = node.step.llm  # type: ignore[attr-defined]
+        max_new_tokens = llm.options(kwargs).max_new_tokens
+        reserved = budget.estimate(node.price, chat, count, max_new_tokens, node.batch, node.input_factor)
+        refusal = budget.admit(reserved)
+        if refusal is not None:
+            self.stop(refusal)
+            raise StopRequested(f"the run is stopping ({refusal})")
+        return reserved
 
     def _spent_by_member(
         self, node: _Node, members: list[str | None], answer: _Answer, missing: list[int], cached_in: int
@@ -793,7 +791,7 @@ class Executor:
 
         def retried(error: Exception, attempt: int, wait: float) -> None:
             stats.retries += 1
-            if getattr(error, "status", None) in (429, 503, 529):
+            if getattr(error, "status", None) in REFUSED:
                 stats.rate_limited += 1
 
         self._gate()
@@ -804,14 +802,7 @@ class Executor:
         try:
             async with node.semaphore:
                 self._gate()
-                if budget is not None:  # admitted only now, as it starts: waiting rows reserve nothing
-                    max_new_tokens = llm.options(kwargs).max_new_tokens
-                    reserved = budget.estimate(node.price, chat, count, max_new_tokens, node.batch, node.input_factor)
-                    refusal = budget.admit(reserved)
-                    if refusal is not None:
-                        reserved = 0.0
-                        self.stop(refusal)
-                        raise StopRequested(f"the run is stopping ({refusal})")
+                reserved = self._admit(node, chat, count, kwargs)  # only now, as it starts: waiters reserve nothing
                 stats.in_flight += 1
                 stats.requests += 1
                 gate = REQUEST_GATE.set(self._gate)
@@ -892,6 +883,16 @@ class _Answer:
         if self.answered_by is not None:
             result["answered_by"] = self.answered_by
         return result
+
+
+def _cost_text(dollars: float, unpriced: int) -> str:
+    """Dollars, ``no price`` when nothing had one, or dollars plus the requests that had none."""
+    from taskloom.pricing import format_dollars
+
+    if unpriced and not dollars:
+        return "no price"
+    text = format_dollars(dollars)
+    return f"{text} + no price for {unpriced} req" if unpriced else text
 
 
 def _retrieved(future: asyncio.Future[Any]) -> None:

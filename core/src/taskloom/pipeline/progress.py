@@ -114,7 +114,7 @@ def summary_table(stats: RunStats) -> str:
     headers = ["step", "rows", "ok", "failed", "requests", "retries", "429", "cached", "tokens in", "tokens out"]
     headers.append("cost")
     lines = []
-    limits = []
+    notes = []
     for step in stats.steps.values():
         lines.append(
             [
@@ -132,13 +132,13 @@ def summary_table(stats: RunStats) -> str:
             ]
         )
         if step.is_task and step.limits_text():
-            limits.append(f"{step.name}: limits in force {step.limits_text()}")
+            notes.append(f"{step.name}: limits in force {step.limits_text()}")
         if step.judge is not None:
-            limits.append(f"{step.name} (judge): {step.judge.line()}")
+            notes.append(f"{step.name} (judge): {step.judge.line()}")
         if step.dropped:
             reasons = ", ".join(f"{reason}: {count}" for reason, count in sorted(step.dropped.items()))
-            limits.append(f"{step.name} dropped {sum(step.dropped.values())} rows ({reasons})")
+            notes.append(f"{step.name} dropped {sum(step.dropped.values())} rows ({reasons})")
     tail = f"\n{stats.done} rows in {stats.elapsed:.1f}s ({_rate(stats):.1f} rows/s), cost {stats.cost_text()}"
-    if limits:
-        tail += "\n" + "\n".join(limits)
+    if notes:
+        tail += "\n" + "\n".join(notes)
     return format_table(lines, headers) + tail

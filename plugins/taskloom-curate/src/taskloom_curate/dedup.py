@@ -39,7 +39,7 @@ from pydantic import Field, PrivateAttr, field_validator
 
 from taskloom.plugin import Row, Step, StepColumns
 from taskloom_curate.sidefile import SideFile
-from taskloom_curate.upstream import UpstreamColumnError, columns_from_upstream
+from taskloom_curate.upstream import UpstreamColumnError, absent, columns_from_upstream
 
 COLUMN_BREAK = " \ue000 "
 """Between the values of two columns (and, ``LIST_BREAK``, two items of a list value).
@@ -336,7 +336,7 @@ class Deduplicate(Step):
             assert run is not None
         check, columns, kept = run.comparer.check, run.columns, []
         for row in inputs:
-            missing = _absent(row, columns)
+            missing = absent(row, columns)
             if missing is not None:
                 self.drop(row, missing)
             else:
@@ -370,16 +370,6 @@ class _Run:
         """Rows seen so far: the position of the row at hand in the step's input."""
         self.match: tuple[int, float] | None = None
         """The row at hand's earlier row (its position, the similarity), while it is being dropped."""
-
-
-def _absent(row: Row, columns: list[str]) -> str | None:
-    """Why the row cannot be compared (``filter``'s wording), or None when it can."""
-    for column in columns:
-        if column not in row:
-            return f"{column} is missing"
-        if row[column] is None:
-            return f"{column} is None"
-    return None
 
 
 __all__ = ["COLUMN_BREAK", "LIST_BREAK", "Deduplicate", "DeduplicateColumnError", "normalise"]

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from taskloom.plugin import Row, Step, StepColumns, TaskloomError
 from taskloom_curate.sidefile import SideFile
-from taskloom_curate.upstream import UpstreamColumnError, columns_from_upstream
+from taskloom_curate.upstream import UpstreamColumnError, absent, columns_from_upstream
 
 if TYPE_CHECKING:  # jinja2 is imported when a filter is built, not when the plugin registers
     from taskloom_curate.expressions import RowExpression
@@ -148,7 +148,7 @@ class Filter(Step):
         columns = expression.columns
         kept = []
         for row in inputs:
-            reason = _absent(row, columns)
+            reason = absent(row, columns)
             if reason is None:
                 try:
                     holds = expression(row)
@@ -161,15 +161,6 @@ class Filter(Step):
                     reason = f"{expression.source} is false"
             self.drop(row, reason)
         yield kept
-
-
-def _absent(row: Row, columns: list[str]) -> str | None:
-    for column in columns:
-        if column not in row:
-            return f"{column} is missing"
-        if row[column] is None:
-            return f"{column} is None"
-    return None
 
 
 __all__ = ["AgreementGate", "AgreementTooLowError", "Filter", "FilterColumnError"]

@@ -1,4 +1,4 @@
-"""The one check the curation steps share: the columns they read must come from the steps before.
+"""The checks the curation steps share: on the pipeline's columns, and on each row's.
 
 A filter or a deduplication drops a *row* without a column, with that reason, so its inputs are
 optional at run time; but a column that no step before it makes at all is a mistake in the
@@ -8,6 +8,7 @@ pipeline, and is refused before anything runs, with the columns that are there.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from taskloom.plugin import TaskloomError
 
@@ -29,4 +30,14 @@ def columns_from_upstream(
     return list(available)
 
 
-__all__ = ["UpstreamColumnError", "columns_from_upstream"]
+def absent(row: dict[str, Any], columns: Sequence[str]) -> str | None:
+    """Why a row cannot be judged by these columns (``rating is missing``, ``rating is None``), or None."""
+    for column in columns:
+        if column not in row:
+            return f"{column} is missing"
+        if row[column] is None:
+            return f"{column} is None"
+    return None
+
+
+__all__ = ["UpstreamColumnError", "absent", "columns_from_upstream"]
