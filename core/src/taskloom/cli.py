@@ -407,7 +407,8 @@ def _cmd_agreement(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The built-in commands, plus the plugins' when ``argv`` asks for one that is not built in (or for help)."""
     parser = argparse.ArgumentParser(prog="taskloom", description="Generate and judge data with LLMs.")
     parser.add_argument("--version", action="version", version=f"taskloom {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -484,11 +485,49 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--sample", type=int, default=20, help="source rows the estimate formats (default 20)")
     validate.add_argument("--json", action="store_true", help="with --estimate: print the forecast as JSON")
     validate.set_defaults(run=_cmd_validate)
+    if _wants_plugin_commands(argv, set(commands.choices)):
+        _add_plugin_commands(commands)
     return parser
 
 
+def _wants_plugin_commands(argv: Sequence[str], builtins: set[str]) -> bool:
+    """Whether to load the plugins' commands: only for one not built in, or to list them all."""
+    first = next((arg for arg in argv if not arg.startswith("-")), None)
+    if first is None:
+        return not argv or "-h" in argv or "--help" in argv
+    return first not in builtins
+
+
+def _add_plugin_commands(commands: Any) -> None:
+    from taskloom.registry import get_registry
+
+    builtins = set(commands.choices)
+    for registration in get_registry().registrations("command"):
+        if registration.name in builtins:
+            print(
+                f"taskloom: warning: {registration.origin()} registers the command {registration.name!r}, "
+                "which is built in; the built-in one is kept.",
+                file=sys.stderr,
+            )
+            continue
+        try:
+            command = registration.cls()
+            sub = commands.add_parser(registration.name, help=registration.description)
+            command.add_arguments(sub)
+        except Exception as error:  # one broken command must not take the others down
+            commands.choices.pop(registration.name, None)
+            print(
+                f"taskloom: warning: the command {registration.name!r} of {registration.origin()} "
+                f"cannot be set up: {error}",
+                file=sys.stderr,
+            )
+            continue
+        sub.set_defaults(run=command.run)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(arguments).parse_args(arguments)
     try:
         code: int = args.run(args)
     except TaskloomError as error:

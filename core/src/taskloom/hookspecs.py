@@ -19,7 +19,14 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from taskloom.registry import LLMRegister, SinkRegister, SourceRegister, StepRegister, TaskRegister
+    from taskloom.registry import (
+        CommandRegister,
+        LLMRegister,
+        SinkRegister,
+        SourceRegister,
+        StepRegister,
+        TaskRegister,
+    )
 
 PROJECT = "taskloom"
 
@@ -68,4 +75,14 @@ def register_sinks(register: SinkRegister) -> None:
 
     Each class must subclass :class:`taskloom.pipeline.Sink`; it receives each leaf step's rows in
     input order.
+    """
+
+
+@hookspec
+def register_commands(register: CommandRegister) -> None:
+    """Register ``taskloom`` subcommands: ``register(PushCommand)`` makes ``taskloom push ...``.
+
+    Each class must subclass :class:`taskloom.plugin.Command`, name itself with
+    ``registry_name`` and implement ``run(args) -> int``. A name that a built-in command already
+    has is refused (shown by ``taskloom plugins``); built-in commands are never shadowed.
     """

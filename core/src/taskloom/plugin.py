@@ -18,6 +18,7 @@ from taskloom._lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from taskloom.agreement import agreement_in_run, measure_agreement
+    from taskloom.commands import Command
     from taskloom.component import Component, RuntimeParameter
     from taskloom.errors import (
         AuthenticationError,
@@ -39,8 +40,17 @@ if TYPE_CHECKING:
     from taskloom.llms.http import HTTPLLM, Reply, error_for_status, redact, retry_after
     from taskloom.llms.options import GenerationOptions, OptionError, OutputSchema, json_schema_of
     from taskloom.llms.outputs import split_evenly, token_counts
-    from taskloom.pipeline.base import Sink, SinkWriter, Source
-    from taskloom.registry import LLMRegister, SinkRegister, SourceRegister, StepRegister, TaskRegister
+    from taskloom.pipeline.base import Sink, SinkWriter, Source, SourceError
+    from taskloom.pipeline.card import CARD_FILENAME
+    from taskloom.pipeline.sinks import write_parquet
+    from taskloom.registry import (
+        CommandRegister,
+        LLMRegister,
+        SinkRegister,
+        SourceRegister,
+        StepRegister,
+        TaskRegister,
+    )
     from taskloom.steps import JoinStep, Step, StepColumns, columns_as_dict
     from taskloom.tasks.base import METADATA, Task, row_errors
     from taskloom.templates import compile_template, template_variables
@@ -48,6 +58,7 @@ if TYPE_CHECKING:
     from taskloom.work import Call, CallPlan
 
 _LAZY = {
+    "Command": "taskloom.commands",
     "Component": "taskloom.component",
     "RuntimeParameter": "taskloom.component",
     "AuthenticationError": "taskloom.errors",
@@ -84,6 +95,10 @@ _LAZY = {
     "Sink": "taskloom.pipeline.base",
     "SinkWriter": "taskloom.pipeline.base",
     "Source": "taskloom.pipeline.base",
+    "SourceError": "taskloom.pipeline.base",
+    "CARD_FILENAME": "taskloom.pipeline.card",
+    "write_parquet": "taskloom.pipeline.sinks",
+    "CommandRegister": "taskloom.registry",
     "LLMRegister": "taskloom.registry",
     "SinkRegister": "taskloom.registry",
     "SourceRegister": "taskloom.registry",
@@ -108,6 +123,7 @@ _LAZY = {
 }
 
 __all__ = [
+    "CARD_FILENAME",
     "HTTPLLM",
     "LLM",
     "METADATA",
@@ -118,6 +134,8 @@ __all__ = [
     "CallPlan",
     "ChatMessage",
     "ChatType",
+    "Command",
+    "CommandRegister",
     "Component",
     "GenerateOutput",
     "GenerationError",
@@ -142,6 +160,7 @@ __all__ = [
     "SinkRegister",
     "SinkWriter",
     "Source",
+    "SourceError",
     "SourceRegister",
     "Statistics",
     "Step",
@@ -165,6 +184,7 @@ __all__ = [
     "split_evenly",
     "template_variables",
     "token_counts",
+    "write_parquet",
 ]
 
 __getattr__ = lazy_getattr(__name__, _LAZY, globals())

@@ -23,6 +23,7 @@ import pluggy
 
 from taskloom import hookspecs, plugins
 from taskloom._version import __version__
+from taskloom.commands import Command
 from taskloom.component import Component, defined_class
 from taskloom.errors import PluginConflictError, PluginError, UnknownNameError
 from taskloom.llms.base import LLM
@@ -33,17 +34,32 @@ from taskloom.tasks.base import Task
 
 logger = logging.getLogger("taskloom.plugins")
 
-Kind = Literal["llm", "task", "step", "source", "sink"]
+Kind = Literal["llm", "task", "step", "source", "sink", "command"]
 C = TypeVar("C", bound=type)
-_BASES: dict[Kind, type] = {"llm": LLM, "task": Task, "step": Step, "source": Source, "sink": Sink}
+_BASES: dict[Kind, type] = {
+    "llm": LLM,
+    "task": Task,
+    "step": Step,
+    "source": Source,
+    "sink": Sink,
+    "command": Command,
+}
 _HOOKS: dict[Kind, str] = {
     "llm": "register_llms",
     "task": "register_tasks",
     "step": "register_steps",
     "source": "register_sources",
     "sink": "register_sinks",
+    "command": "register_commands",
 }
-_LABEL: dict[Kind, str] = {"llm": "LLM", "task": "task", "step": "step", "source": "source", "sink": "sink"}
+_LABEL: dict[Kind, str] = {
+    "llm": "LLM",
+    "task": "task",
+    "step": "step",
+    "source": "source",
+    "sink": "sink",
+    "command": "command",
+}
 BUILTINS = "taskloom"
 
 
@@ -103,7 +119,7 @@ class _Register(Generic[C]):
         if not (isinstance(cls, type) and issubclass(cls, base)):
             raise PluginError(
                 f"{self._package} registered {name or cls!r} as a {self.kind}, but {cls!r} is not a "
-                f"subclass of taskloom.{base.__name__}."
+                f"subclass of taskloom.{'plugin.' if base is Command else ''}{base.__name__}."
             )
         declared = cls.own_registry_name() if issubclass(cls, Component) else None
         if name is None:
@@ -166,12 +182,19 @@ class SinkRegister(_Register[type[Sink]]):
     kind: Kind = "sink"
 
 
+class CommandRegister(_Register[type[Command]]):
+    """``register(CommandClass, aliases=(), description=None)``, given to ``register_commands``."""
+
+    kind: Kind = "command"
+
+
 _REGISTERS: dict[Kind, type[_Register[Any]]] = {
     "llm": LLMRegister,
     "task": TaskRegister,
     "step": StepRegister,
     "source": SourceRegister,
     "sink": SinkRegister,
+    "command": CommandRegister,
 }
 
 
@@ -480,6 +503,11 @@ def list_sources() -> dict[str, type[Source]]:
 def list_sinks() -> dict[str, type[Sink]]:
     """Every installed sink name and its class, sorted by name."""
     return {reg.name: reg.cls for reg in get_registry().registrations("sink")}
+
+
+def list_commands() -> dict[str, type[Command]]:
+    """Every plugin's ``taskloom`` subcommand and its class, sorted by name."""
+    return {reg.name: reg.cls for reg in get_registry().registrations("command")}
 
 
 def list_plugins() -> list[PluginRecord]:

@@ -206,6 +206,16 @@ class Step(Component, ABC):
         """Rows left out so far, by reason."""
         return dict(self._dropped)
 
+    def measured(self) -> dict[str, Any] | None:
+        """What the step measured over every row it saw, as plain JSON data; None for nothing.
+
+        Read once at the end of a run into its stats (``result.stats.steps[name].measured``),
+        ``run.json``, the summary and the dataset card: a measure over the whole dataset (a
+        judge's agreement with people) rather than a column of each row. A number is shown as
+        it is; ``{"value": v, "ci95": [low, high]}`` as a value with its interval.
+        """
+        return None
+
     def __rshift__(self, other: Any) -> Any:
         from taskloom.pipeline.graph import Flow
 

@@ -286,12 +286,23 @@ def test_dataset_in_memory_is_left_out_of_dumps() -> None:
     assert list(source.rows()) == ROWS
     assert source.count() == 3
     assert source.describe() == "hf-dataset in memory"
-    assert source.dump() == {"type": "hf-dataset", "path": None, "split": None}
+    assert source.dump() == {
+        "type": "hf-dataset",
+        "repo_id": None,
+        "config": None,
+        "revision": None,
+        "path": None,
+        "split": None,
+    }
 
 
 def test_dataset_needs_path_or_dataset() -> None:
-    with pytest.raises(ValueError, match="either path"):
+    with pytest.raises(ValueError, match="exactly one of repo_id"):
         DatasetSource()
+    with pytest.raises(ValueError, match="given: repo_id, path"):
+        DatasetSource(repo_id="alice/data", path="saved")
+    with pytest.raises(ValueError, match="give repo_id too"):
+        DatasetSource(path="saved", config="main")
     with pytest.raises(ValueError, match=r"must be a datasets\.Dataset"):
         DatasetSource(dataset=[{"a": 1}])
 

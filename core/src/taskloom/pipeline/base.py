@@ -67,3 +67,11 @@ class Sink(Component, ABC):
     def result(self) -> Any:
         """What ``run()`` hands back for this sink once closed (a path, a Dataset...); None for nothing."""
         return None
+
+    def finish(self, directory: Path) -> None:
+        """Publish what was written, once a run has completed and its dataset card is in ``directory``.
+
+        Called only for a complete run (not one stopped by a budget, a signal or an error), after
+        every writer is closed, so a sink that uploads (the Hub) never publishes a partial dataset.
+        An error raised here is the run's error; the rows are already on disk.
+        """

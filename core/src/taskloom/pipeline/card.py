@@ -83,7 +83,7 @@ def _body(pipeline: Pipeline, stats: RunStats) -> str:
     lines += [
         f"Made with [taskloom](https://pypi.org/project/taskloom/) by the pipeline `{pipeline.name}`: "
         f"{stats.done}{' of ' + str(stats.total) if stats.total is not None else ''} source rows through "
-        f"{len(pipeline.graph.order)} steps; this run's requests cost {stats.cost_text()}.",
+        f"{_count(len(pipeline.graph.order), 'step')}; this run's requests cost {stats.cost_text()}.",
         "",
         "## Steps",
         "",
@@ -115,6 +115,12 @@ def _body(pipeline: Pipeline, stats: RunStats) -> str:
             "read first; a longer-answer win rate far from 50% means it prefers length.",
             "",
         ]
+    measured = [(name, stats.steps[name]) for name in pipeline.graph.order if stats.steps[name].measured]
+    if measured:
+        lines += ["## Measured over the dataset", ""]
+        for name, counters in measured:
+            lines.append(f"- **{name}**: {counters.measured_text()}")
+        lines += ["", "Values in brackets are 95% confidence intervals.", ""]
     dropped_steps = [(name, stats.steps[name].dropped) for name in pipeline.graph.order if stats.steps[name].dropped]
     if dropped_steps:
         lines += ["## Rows left out", ""]
@@ -140,6 +146,10 @@ def _body(pipeline: Pipeline, stats: RunStats) -> str:
         lines += ["Run the same `Pipeline` again into this folder: it resumes from the cache in it.", ""]
     lines.append(f"Prices used for dollars: the shipped table of {_prices_date()} and the run's own overrides.")
     return "\n".join(lines) + "\n"
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def _prompt_of(task: Task) -> str | None:

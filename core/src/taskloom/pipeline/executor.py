@@ -151,6 +151,8 @@ class StepStats:
     """What the step's judge statistics measured so far (a judging task); see :mod:`taskloom.judging`."""
     dropped: dict[str, int] = field(default_factory=dict)
     """Rows the step left out, by reason (a filter, a deduplication)."""
+    measured: dict[str, Any] | None = None
+    """What the step measured over all its rows, read at the end of the run (:meth:`Step.measured`)."""
     model: str | None = None
     local: bool = False
     """The model runs on this machine: its tokens cost no dollars."""
@@ -178,6 +180,20 @@ class StepStats:
         base = f"{self.max_concurrency} in flight" if self.max_concurrency else ""
         return ", ".join(part for part in (described, base) if part)
 
+    def measured_text(self) -> str:
+        """What the step measured (:attr:`measured`) on one line: ``cohen_kappa 0.712 [0.551, 0.840], rows 48``."""
+        parts = []
+        for name, value in (self.measured or {}).items():
+            if isinstance(value, dict) and "value" in value:
+                low, high = value.get("ci95") or (None, None)
+                interval = f" [{low:.3f}, {high:.3f}]" if low is not None and high is not None else ""
+                parts.append(f"{name} {value['value']:.3f}{interval}")
+            elif isinstance(value, float):
+                parts.append(f"{name} {value:.3f}")
+            else:
+                parts.append(f"{name} {value}")
+        return ", ".join(parts)
+
     def as_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
             "rows_in": self.rows_in,
@@ -188,6 +204,8 @@ class StepStats:
             data["rows_dropped"] = dict(self.dropped)
         if self.judge is not None:
             data["judge"] = self.judge.summary()
+        if self.measured:
+            data["measured"] = self.measured
         if self.is_task:
             data.update(
                 model=self.model,
@@ -469,6 +487,11 @@ class Executor:
                     node.batcher.cancel()
             for collector in self._collectors:
                 collector.flush()
+            for node in nodes.values():
+                try:
+                    node.stats.measured = node.step.measured()
+                except Exception:  # a measure over the rows must never cost the rows
+                    logger.warning("step %r could not report what it measured", node.step.name, exc_info=True)
             if self._writer is not None:
                 await asyncio.to_thread(self._writer.close)
             if self.batches is not None:

@@ -382,6 +382,9 @@ class Pipeline:
                         write_card(self, executor.stats, folder.data_dir)
                     except Exception:  # the card describes the data; it must never cost the data
                         logger.warning("could not write the dataset card", exc_info=True)
+            if executor.stats.stopping is None:
+                for sink in sinks:
+                    sink.finish(folder.data_dir)
         stats = executor.stats
         result = RunResult(folder.data_dir, stats, leaves)
         for sink in sinks:

@@ -135,6 +135,8 @@ def summary_table(stats: RunStats) -> str:
             notes.append(f"{step.name}: limits in force {step.limits_text()}")
         if step.judge is not None:
             notes.append(f"{step.name} (judge): {step.judge.line()}")
+        if step.measured:
+            notes.append(f"{step.name} measured: {step.measured_text()}")
         if step.dropped:
             reasons = ", ".join(f"{reason}: {count}" for reason, count in sorted(step.dropped.items()))
             notes.append(f"{step.name} dropped {sum(step.dropped.values())} rows ({reasons})")

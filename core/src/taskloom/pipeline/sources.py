@@ -202,14 +202,26 @@ class ParquetSource(FileSource):
 
 
 class DatasetSource(Source):
-    """A Hugging Face ``datasets.Dataset``: saved with ``save_to_disk``, or an object in memory.
+    """A Hugging Face dataset: one on the Hub, one saved with ``save_to_disk``, or one in memory.
 
-    An in-memory dataset is not configuration (it is data), so it is left out of dumps: a
-    pipeline config that needs to be loaded elsewhere should name a ``path`` instead.
+    A Hub dataset (``repo_id``) is downloaded once into the Hugging Face cache and read from
+    there, memory-mapped; offline (``HF_HUB_OFFLINE=1``, or the Hub out of reach) it is read
+    from that cache alone, so a pipeline that ran once online runs again on a plane. An
+    in-memory dataset is not configuration (it is data), so it is left out of dumps: a pipeline
+    config that needs to be loaded elsewhere should name a ``path`` or a ``repo_id`` instead.
     """
 
     registry_name = "hf-dataset"
 
+    repo_id: RuntimeParameter[str | None] = Field(
+        default=None, description="A dataset on the Hugging Face Hub, 'user/name'; from the local cache when offline."
+    )
+    config: RuntimeParameter[str | None] = Field(
+        default=None, description="The Hub dataset's configuration (subset), when it has several."
+    )
+    revision: RuntimeParameter[str | None] = Field(
+        default=None, description="A branch, tag or commit of the Hub dataset; None for main."
+    )
     path: RuntimeParameter[Path | None] = Field(
         default=None, description="A folder written by Dataset.save_to_disk or DatasetDict.save_to_disk."
     )
@@ -220,14 +232,24 @@ class DatasetSource(Source):
 
     @model_validator(mode="after")
     def _one_of_path_or_dataset(self) -> DatasetSource:
-        if (self.path is None) == (self.dataset is None):
-            raise ValueError("give either path (a dataset saved with save_to_disk) or dataset (in memory), not both.")
+        given = [name for name in ("repo_id", "path", "dataset") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of repo_id (a Hub dataset), path (a dataset saved with save_to_disk) or "
+                f"dataset (in memory); given: {', '.join(given) or 'none'}."
+            )
         if self.dataset is not None and not _is_dataset(self.dataset):
             raise ValueError(f"dataset must be a datasets.Dataset or DatasetDict, not {type(self.dataset).__name__}.")
+        if self.repo_id is None and (self.config is not None or self.revision is not None):
+            raise ValueError("config and revision name a part of a Hub dataset: give repo_id too.")
         return self
 
     def describe(self) -> str:
-        where = f"at {self.path}" if self.path is not None else "in memory"
+        if self.repo_id is not None:
+            where = self.repo_id + (f" (config {self.config!r})" if self.config else "")
+            where += f" at {self.revision}" if self.revision else ""
+        else:
+            where = f"at {self.path}" if self.path is not None else "in memory"
         split = f" (split {self.split!r})" if self.split else ""
         return f"{self.type_name()} {where}{split}"
 
@@ -238,7 +260,9 @@ class DatasetSource(Source):
 
     def _dataset(self) -> Any:
         self.check()
-        if self.path is not None:
+        if self.repo_id is not None:
+            loaded = self._from_hub()
+        elif self.path is not None:
             datasets = import_optional("datasets", "datasets")
             try:
                 loaded = datasets.load_from_disk(str(self.path))
@@ -258,6 +282,26 @@ class DatasetSource(Source):
         if self.split is not None:
             raise SourceError(f"{self.describe()}: split is set, but this is a single Dataset without splits.")
         return loaded
+
+    def _from_hub(self) -> Any:
+        """The split asked for (else every split) of the Hub dataset, downloaded once, else read from the cache."""
+        datasets = import_optional("datasets", "datasets")
+        try:
+            if self.split is not None:  # only that split's files are fetched
+                return {
+                    self.split: datasets.load_dataset(
+                        self.repo_id, self.config, split=self.split, revision=self.revision
+                    )
+                }
+            return datasets.load_dataset(self.repo_id, self.config, revision=self.revision)
+        except Exception as error:
+            from huggingface_hub import constants
+
+            raise SourceError(
+                f"{self.describe()}: cannot be read from the Hub nor from the local cache in "
+                f"{constants.HF_HOME} ({type(error).__name__}: {error}). Online, check the name and your "
+                "access (HF_TOKEN for a private or gated dataset); offline, read it once online first."
+            ) from error
 
     def rows(self) -> Iterator[Row]:
         # A Dataset yields one dict per row, read from its memory-mapped Arrow data as it goes.

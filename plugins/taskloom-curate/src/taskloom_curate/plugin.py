@@ -7,6 +7,7 @@ from taskloom.plugin import StepRegister, hookimpl
 
 @hookimpl
 def register_steps(register: StepRegister) -> None:
+    from taskloom_curate.agreement import Agreement
     from taskloom_curate.dedup import Deduplicate
     from taskloom_curate.filtering import Filter
     from taskloom_curate.formats import FormatDPO, FormatKTO, FormatSFT
@@ -16,3 +17,4 @@ def register_steps(register: StepRegister) -> None:
     register(FormatSFT)
     register(FormatDPO)
     register(FormatKTO)
+    register(Agreement)

@@ -1,4 +1,4 @@
-"""The hook that registers ``huggingface``; it imports nothing but taskloom until it is called."""
+"""The hooks of ``huggingface``: an LLM, the ``hub`` sink, ``taskloom push``; they import only taskloom."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from taskloom.plugin import hookimpl
 
 if TYPE_CHECKING:
-    from taskloom.plugin import LLMRegister
+    from taskloom.plugin import CommandRegister, LLMRegister, SinkRegister
 
 
 @hookimpl
@@ -15,3 +15,17 @@ def register_llms(register: LLMRegister) -> None:
     from taskloom_huggingface.llm import HuggingFaceLLM
 
     register(HuggingFaceLLM)
+
+
+@hookimpl
+def register_sinks(register: SinkRegister) -> None:
+    from taskloom_huggingface.sink import HubSink
+
+    register(HubSink)
+
+
+@hookimpl
+def register_commands(register: CommandRegister) -> None:
+    from taskloom_huggingface.commands import PushCommand
+
+    register(PushCommand)
