@@ -15,6 +15,7 @@ missing are left out and counted. numpy and scipy are an optional extra: ``taskl
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -71,7 +72,9 @@ def measure_agreement(
             }
 
     point = metrics(a, b)
-    resampled = [metrics(a[index], b[index]) for index in samples]
+    with warnings.catch_warnings():  # a resample of one repeated value has no correlation: NaN, left out below
+        warnings.simplefilter("ignore")
+        resampled = [metrics(a[index], b[index]) for index in samples]
     result: dict[str, Any] = {"kind": kind, "rows": len(pairs), "left_out": left_out}
     for name, value in point.items():
         values = np.array([r[name] for r in resampled], dtype=float)
