@@ -101,10 +101,16 @@ class ScoreStatistics(JudgeStatistics):
         self.answers_column = answers
         self.distribution: Counter[Any] = Counter()
         self._pairs: list[tuple[float, int]] = []
+        self.differing = 0
+        """Rows scoring several answers whose scores are not all equal."""
+        self.first_highest = 0
+        """Of those, rows whose first answer alone got the highest score: a position bias shows here."""
 
     def judge(self, row: Row, meta: dict[str, Any]) -> None:
         scores, answers = row.get(self.scores_column), row.get(self.answers_column)
-        if not isinstance(scores, list):
+        if isinstance(scores, list):
+            self._position(scores)
+        else:
             scores, answers = [scores], [answers]
         if not isinstance(answers, list):
             answers = [answers] * len(scores)
@@ -121,12 +127,21 @@ class ScoreStatistics(JudgeStatistics):
             if isinstance(score, int | float) and isinstance(answer, str):
                 self._pairs.append((float(score), len(answer.split())))
 
+    def _position(self, scores: list[Any]) -> None:
+        numbers = [s for s in scores if isinstance(s, int | float) and not isinstance(s, bool)]
+        if len(numbers) < 2 or len(numbers) != len(scores) or len(set(numbers)) == 1:
+            return
+        self.differing += 1
+        self.first_highest += numbers[0] > max(numbers[1:])
+
     def summary(self) -> dict[str, Any]:
         data = super().summary()
         numbers = [s for s in self.distribution.elements() if isinstance(s, int | float)]
         data["distribution"] = {str(k): v for k, v in sorted(self.distribution.items(), key=lambda kv: str(kv[0]))}
         data["mean"] = round(sum(numbers) / len(numbers), 4) if numbers else None
         data["score_length_spearman"] = spearman(self._pairs)
+        data["rows_with_differing_scores"] = self.differing
+        data["first_scored_highest_rate"] = _rate(self.first_highest, self.differing)
         return data
 
     def line(self) -> str:
@@ -134,6 +149,11 @@ class ScoreStatistics(JudgeStatistics):
         shown = " ".join(f"{score}:{count}" for score, count in data["distribution"].items()) or "-"
         correlation = data["score_length_spearman"]
         tail = f", score-length Spearman {correlation:+.2f}" if correlation is not None else ""
+        if self.differing:
+            tail += (
+                f", first answer scored highest in {_percent(data['first_scored_highest_rate'])} of "
+                f"{self.differing} rows with differing scores"
+            )
         return f"{super().line()}; scores {shown}{tail}"
 
 
@@ -146,6 +166,8 @@ class VerdictStatistics(JudgeStatistics):
         self.answers_column = answers
         self.agree_column = orders_agree
         self.distribution: Counter[str] = Counter()
+        self.ties = 0
+        """Ties the judge gave itself; a tie written because the two orders disagreed is a flip, not one."""
         self.both_orders = 0
         self.flipped = 0
         self.decided_by_length = 0
@@ -162,6 +184,7 @@ class VerdictStatistics(JudgeStatistics):
         if agree is not None:
             self.both_orders += 1
             self.flipped += not agree
+        self.ties += str(verdict) == "tie" and agree is not False
         answers = row.get(self.answers_column)
         if str(verdict) in ("A", "B") and isinstance(answers, list) and len(answers) == 2:
             first, second = (len(str(a or "").split()) for a in answers)
@@ -172,7 +195,7 @@ class VerdictStatistics(JudgeStatistics):
     def summary(self) -> dict[str, Any]:
         data = super().summary()
         data["distribution"] = dict(sorted(self.distribution.items()))
-        data["tie_rate"] = _rate(self.distribution.get("tie", 0), self.judged)
+        data["tie_rate"] = _rate(self.ties, self.judged)
         data["order_flip_rate"] = _rate(self.flipped, self.both_orders) if self.both_orders else None
         data["longer_answer_win_rate"] = _rate(self.longer_won, self.decided_by_length)
         return data

@@ -68,7 +68,9 @@ def test_too_few_labelled_rows_say_so_instead_of_a_number(tmp_path: Path) -> Non
 
 def test_a_column_no_step_makes_is_refused_before_the_run() -> None:
     step = get_step("agreement", name="agree", judge="verdict", human="label")
-    with pytest.raises(AgreementColumnError, match=r"Step 'agree': it compares the columns 'label'.*Their columns: verdict"):
+    with pytest.raises(
+        AgreementColumnError, match=r"Step 'agree': it compares the columns 'label'.*Their columns: verdict"
+    ):
         Pipeline(step, source=[{"verdict": "A"}]).validate()
 
 

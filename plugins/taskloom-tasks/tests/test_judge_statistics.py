@@ -32,6 +32,8 @@ def test_ultrafeedback_scores_unreadable_and_refused(tmp_path: Path) -> None:
     assert summary["judged"] == 8  # four rows, two answers each
     assert summary["distribution"] == {"1": 1, "2": 2, "3": 1, "4": 2, "5": 2}
     assert summary["score_length_spearman"] is not None
+    # [4, 2], [5, 3], [1, 5], [2, 4]: the first answer is scored highest in half the rows
+    assert summary["rows_with_differing_scores"] == 4 and summary["first_scored_highest_rate"] == 0.5
     line = summary_table(result.stats)  # type: ignore[attr-defined]
     assert "judge (judge)" in line and "unreadable" in line
     record = json.loads((tmp_path / "out" / "run.json").read_text())["runs"][-1]
@@ -45,8 +47,19 @@ def test_pairwise_in_both_orders_flips_ties_and_length(tmp_path: Path) -> None:
     result = run("pairwise-judge", [first] * 12, tmp_path, both_orders=True)
     summary = result.stats.steps["judge"].judge.summary()  # type: ignore[attr-defined]
     assert summary["judged"] == 6
-    assert summary["order_flip_rate"] == 1.0 and summary["tie_rate"] == 1.0
-    assert summary["distribution"] == {"tie": 6}
+    assert summary["order_flip_rate"] == 1.0
+    assert summary["distribution"] == {"tie": 6}  # what the rows say: no preference survives both orders
+    assert summary["tie_rate"] == 0.0  # but the judge itself never called a tie: those are flips
+
+
+def test_a_tie_the_judge_gives_in_both_orders_is_a_tie_not_a_flip(tmp_path: Path) -> None:
+    tie = '{"rationale": "same", "verdict": "tie"}'
+    first = '{"rationale": "first", "verdict": "A"}'
+    # row 1: tie both ways (a tie); row 2: A then A, i.e. first then second (a flip)
+    task = get_task("pairwise-judge", name="judge", llm=ScriptedLLM(replies=[tie, tie, first, first]), both_orders=True)
+    result = Pipeline(task, source=ROWS[:2]).run(output=tmp_path / "out", progress=None)
+    summary = result.stats.steps["judge"].judge.summary()  # type: ignore[attr-defined]
+    assert summary["tie_rate"] == 0.5 and summary["order_flip_rate"] == 0.5
 
 
 def test_the_longer_answer_win_rate(tmp_path: Path) -> None:

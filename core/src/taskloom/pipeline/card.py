@@ -112,7 +112,9 @@ def _body(pipeline: Pipeline, stats: RunStats) -> str:
             "",
             "An unreadable reply is one the judge wrote but that could not be parsed; a refusal is no "
             "text at all. A high order-flip rate means the judge's verdict depends on which answer it "
-            "read first; a longer-answer win rate far from 50% means it prefers length.",
+            "read first; a longer-answer win rate far from 50% means it prefers length. A rater that gives "
+            "the first of several answers the highest score far more often than its share (50% for two) "
+            "rates by position.",
             "",
         ]
     measured = [(name, stats.steps[name]) for name in pipeline.graph.order if stats.steps[name].measured]

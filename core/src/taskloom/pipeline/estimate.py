@@ -15,6 +15,7 @@ text unparsed; its figures are those of rows without that value.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -191,11 +192,15 @@ class Forecaster:
 
 
 def _choices_per_request(llm: LLM) -> int:
-    """How many answers one request carries: ``n`` where the provider takes it, else one each."""
+    """How many answers one request carries: ``n`` where an HTTP provider takes it, else one each.
+
+    An LLM that is not an HTTP provider (the local model) makes all of a call's answers in one
+    request, as the run counts it.
+    """
     per_request = getattr(llm, "choices_per_request", None)
     if callable(per_request):
         return max(1, int(per_request()))
-    return 1
+    return sys.maxsize
 
 
 __all__ = ["UNBOUNDED_OUTPUT", "Forecaster", "RunEstimate", "StepEstimate", "stand_in"]

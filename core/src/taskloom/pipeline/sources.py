@@ -21,7 +21,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, Field, PrivateAttr, model_validator
 
 from taskloom.component import RuntimeParameter
 from taskloom.pipeline.base import Source, SourceError
@@ -229,6 +229,9 @@ class DatasetSource(Source):
         default=None, description="The split to read from a DatasetDict; optional when it has one split only."
     )
     dataset: Any = Field(default=None, exclude=True, repr=False, description="A datasets.Dataset in memory.")
+    _loaded: tuple[tuple[Any, ...], Any] | None = PrivateAttr(default=None)
+    """The dataset last loaded from the Hub or disk, and what it was loaded for: counting the
+    rows and then reading them loads (and, for the Hub, checks the network) once."""
 
     @model_validator(mode="after")
     def _one_of_path_or_dataset(self) -> DatasetSource:
@@ -260,16 +263,13 @@ class DatasetSource(Source):
 
     def _dataset(self) -> Any:
         self.check()
-        if self.repo_id is not None:
-            loaded = self._from_hub()
-        elif self.path is not None:
-            datasets = import_optional("datasets", "datasets")
-            try:
-                loaded = datasets.load_from_disk(str(self.path))
-            except Exception as error:
-                raise SourceError(f"{self.describe()}: cannot be loaded ({error}).") from error
-        else:
+        if self.dataset is not None:
             loaded = self.dataset
+        else:
+            wanted = (self.repo_id, self.config, self.revision, self.split, self.path)
+            if self._loaded is None or self._loaded[0] != wanted:
+                self._loaded = (wanted, self._from_hub() if self.repo_id is not None else self._from_disk())
+            loaded = self._loaded[1]
         if isinstance(loaded, Mapping):  # a DatasetDict: pick the split
             splits = list(loaded)
             if self.split is None:
@@ -282,6 +282,13 @@ class DatasetSource(Source):
         if self.split is not None:
             raise SourceError(f"{self.describe()}: split is set, but this is a single Dataset without splits.")
         return loaded
+
+    def _from_disk(self) -> Any:
+        datasets = import_optional("datasets", "datasets")
+        try:
+            return datasets.load_from_disk(str(self.path))
+        except Exception as error:
+            raise SourceError(f"{self.describe()}: cannot be loaded ({error}).") from error
 
     def _from_hub(self) -> Any:
         """The split asked for (else every split) of the Hub dataset, downloaded once, else read from the cache."""

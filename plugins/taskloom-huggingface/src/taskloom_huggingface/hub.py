@@ -235,6 +235,11 @@ def push_run(
                 f"The Hub refused the push to {repo_id}; nothing was committed and the repo is as it was. "
                 f"The Hub said: {_said(error)}"
             ) from error
+        except Exception as error:  # a connection lost mid-upload: the commit was never made either
+            raise HubError(
+                f"The push to {repo_id} failed before its commit ({type(error).__name__}: {error}); nothing was "
+                "committed and the repo is as it was. Run the same push again."
+            ) from error
         result.commit = info.oid
         return result
 
@@ -265,16 +270,25 @@ def _check_token(api: Any, http_error: type[Exception]) -> str:
 def _ensure_repo(
     api: Any, repo_id: str, private: bool, revision: str | None, user: str, http_error: type[Exception]
 ) -> str:
-    """Create the repo if needed, check its visibility; the head commit the push builds on."""
+    """Create the repo if it is not there, check its visibility; the head commit the push builds on.
+
+    The repo is looked up first and created only when missing: asking to create one that exists
+    under another namespace makes the client itself fail on a custom endpoint.
+    """
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    refused = (
+        f"{user!r} may not create or write the dataset repo {repo_id!r} with this token "
+        "(a repo under another user's or an organization's name needs write access there)."
+    )
     try:
-        api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-        info = api.repo_info(repo_id, repo_type="dataset", revision=revision)
+        try:
+            info = api.repo_info(repo_id, repo_type="dataset", revision=revision)
+        except RepositoryNotFoundError:  # missing, or private to someone else: creating it tells which
+            api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+            info = api.repo_info(repo_id, repo_type="dataset", revision=revision)
     except http_error as error:
-        raise HubError(
-            f"{user!r} may not create or write the dataset repo {repo_id!r} with this token "
-            f"(a repo under another user's or an organization's name needs write access there). "
-            f"The Hub said: {_said(error)}"
-        ) from error
+        raise HubError(f"{refused} The Hub said: {_said(error)}") from error
     if private and not info.private:
         raise HubError(
             f"{repo_id} exists and is public; --private would not make it private. Change its visibility "

@@ -225,7 +225,8 @@ def _bundled_name() -> str:
 
 
 def _schema_text(schema: dict[str, Any]) -> str:
-    return json.dumps(_bounded_integers_as_enums(schema), sort_keys=True)
+    # Property order is kept: the grammar makes the model write them in this order (a rationale, then its rating).
+    return json.dumps(_bounded_integers_as_enums(schema))
 
 
 MAX_ENUMERATED = 256
