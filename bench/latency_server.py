@@ -4,10 +4,12 @@ It stands in for a remote API whose latency, not its compute, bounds throughput:
 to go faster against it is to keep more requests in flight. Runs in its own process so its CPU
 does not count against the client being measured.
 
-``GET /stats`` tells how many chat completions arrived and when the first one did, as
+``GET /stats`` tells how many chat completions arrived, the most that were in flight at once
+(the concurrency the server saw, whatever the client asked for), when the first one arrived, as
 ``time.time()`` and ``time.monotonic()`` (on Linux the monotonic clock is one for all processes,
-so a client can compare it with its own); a benchmark timing a fresh process from its start to
-its first request reads it there. ``POST /reset`` forgets both between two measurements.
+so a client can compare it with its own), and when the last answer left; a benchmark timing a
+fresh process from its start to its first request reads it there. ``POST /reset`` forgets all
+of it between two measurements.
 
     python bench/latency_server.py --port 8399 --delay 0.2
 """
@@ -25,15 +27,22 @@ REPLY = "A fixed answer from the latency server."
 
 
 def make_app(delay: float) -> web.Application:
-    state = {"requests": 0}
+    state = {"requests": 0, "in_flight": 0, "max_in_flight": 0}
     first: dict[str, float] = {}  # when the first chat completion arrived, on both clocks
+    last: dict[str, float] = {}  # when the last answer was sent (monotonic)
 
     async def chat(request: web.Request) -> web.Response:
         if not first:  # before reading the body: the moment the request reached the handler
             first.update(wall=time.time(), monotonic=time.monotonic())
         body = await request.json()
         state["requests"] += 1
-        await asyncio.sleep(delay)
+        state["in_flight"] += 1
+        state["max_in_flight"] = max(state["max_in_flight"], state["in_flight"])
+        try:
+            await asyncio.sleep(delay)
+        finally:
+            state["in_flight"] -= 1
+            last["monotonic"] = time.monotonic()
         n = int(body.get("n") or 1)
         payload = {
             "id": f"cmpl-{state['requests']}",
@@ -50,12 +59,18 @@ def make_app(delay: float) -> web.Application:
 
     async def stats(request: web.Request) -> web.Response:
         return web.json_response(
-            {**state, "first_request_at": first.get("wall"), "first_request_monotonic": first.get("monotonic")}
+            {
+                **state,
+                "first_request_at": first.get("wall"),
+                "first_request_monotonic": first.get("monotonic"),
+                "last_response_monotonic": last.get("monotonic"),
+            }
         )
 
     async def reset(request: web.Request) -> web.Response:
-        state["requests"] = 0
+        state.update(requests=0, in_flight=0, max_in_flight=0)
         first.clear()
+        last.clear()
         return web.json_response({"status": "ok"})
 
     async def health(request: web.Request) -> web.Response:
