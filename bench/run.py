@@ -19,6 +19,7 @@ import openai_throughput
 import pipeline_throughput
 import rate_limits
 import task_overhead
+import whole_run
 
 
 def main() -> int:
@@ -46,6 +47,9 @@ def main() -> int:
     print()
     curation = curate_steps.measure()
     curate_steps.report(curation)
+    print()
+    whole = whole_run.measure()
+    whole_run.report(whole)
 
     def status(ok: bool) -> str:
         return "ok" if ok else "MISSED"
@@ -190,6 +194,18 @@ def main() -> int:
                 f"{figure['per_row']:.1f} us/row",
                 f"<= {curation['target_us']:g} us",
                 status(figure["per_row"] <= curation["target_us"]),
+            )
+        )
+    for concurrency, data in whole["by_concurrency"].items():
+        ours, plain = data["clients"]["taskloom"], data["clients"]["plain aiohttp"]
+        rows.append(
+            (
+                f"whole run in a fresh process vs plain aiohttp, {concurrency} in flight",
+                f"{plain['wall']:.2f} / {ours['wall']:.2f} s = {data['ratio']:.2f}x, "
+                f"first request {ours['first_request'] * 1e3:.0f} / {plain['first_request'] * 1e3:.0f} ms "
+                f"= {data['start_ratio']:.2f}x, server saw {ours['max_in_flight']:.0f}",
+                f">= {whole_run.TARGET_RATIO}x, <= {whole_run.TARGET_START_RATIO}x",
+                status(data["met"]),
             )
         )
     widths = [max(len(row[i]) for row in [("benchmark", "measured", "target", ""), *rows]) for i in range(4)]

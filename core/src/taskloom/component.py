@@ -85,10 +85,6 @@ class Component(BaseModel):
         protected_namespaces=(),
         # A mistyped field name (``apikey=...``) must not echo the secret in the error.
         hide_input_in_errors=True,
-        # A class's validator is built when it is first used, not when it is defined: a run uses a
-        # handful of the dozens of classes core and the plugins register, and building all of
-        # them cost about a third of the time from start to first request.
-        defer_build=True,
     )
 
     registry_name: ClassVar[str | None] = None
