@@ -88,16 +88,27 @@ def _taskloom_round(task: Any, prompts: list[str]) -> tuple[float, int, list[str
 
 
 def _raw_round(llama: Any, prompts: list[str], max_new_tokens: int) -> tuple[float, int, list[str]]:
-    start = time.perf_counter()
-    tokens = 0
-    texts = []
-    for prompt in prompts:
-        out = llama.create_chat_completion(
-            messages=[{"role": "user", "content": prompt}], max_tokens=max_new_tokens, seed=SEED, **SAMPLING
-        )
-        tokens += out["usage"]["completion_tokens"]
-        texts.append(out["choices"][0]["message"]["content"])
-    return time.perf_counter() - start, tokens, texts
+    """The baseline loop, on the plugin's llama.cpp thread.
+
+    llama-cpp-python computes with OpenMP, which keeps a team of helper threads per thread that
+    starts computations; a loop on the main thread next to the plugin's thread would make two
+    teams on a 2-core machine, and libgomp would throttle both sides (see the plugin's README).
+    """
+    from taskloom_llamacpp.models import on_llama_thread
+
+    def loop() -> tuple[float, int, list[str]]:
+        start = time.perf_counter()
+        tokens = 0
+        texts = []
+        for prompt in prompts:
+            out = llama.create_chat_completion(
+                messages=[{"role": "user", "content": prompt}], max_tokens=max_new_tokens, seed=SEED, **SAMPLING
+            )
+            tokens += out["usage"]["completion_tokens"]
+            texts.append(out["choices"][0]["message"]["content"])
+        return time.perf_counter() - start, tokens, texts
+
+    return on_llama_thread(loop)
 
 
 def _fresh(code: str) -> dict[str, float]:

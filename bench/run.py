@@ -14,6 +14,7 @@ import sys
 import curate_steps
 import dedup
 import import_time
+import llamacpp_pipeline
 import llamacpp_throughput
 import openai_throughput
 import pipeline_throughput
@@ -38,6 +39,9 @@ def main() -> int:
     print()
     local = llamacpp_throughput.measure()
     llamacpp_throughput.report(local)
+    print()
+    local_pipeline = llamacpp_pipeline.measure()
+    llamacpp_pipeline.report(local_pipeline)
     print()
     limited = rate_limits.measure()
     rate_limits.report(limited)
@@ -145,6 +149,16 @@ def main() -> int:
             "info",
         ),
     ]
+    rows.append(
+        (
+            "llamacpp through a Pipeline vs raw llama-cpp-python",
+            f"{local_pipeline['tokens_per_s']['pipeline']:.1f} / {local_pipeline['tokens_per_s']['plain']:.1f} "
+            f"tokens/s = {local_pipeline['ratio']:.3f}x ({local_pipeline['same_work_ratio']:.2f}x of a loop "
+            "that resets as the plugin does)",
+            f">= {local_pipeline['target_ratio']}x",
+            status(local_pipeline["met"] and local_pipeline["same_text"]),
+        )
+    )
     for mode, label in (
         ("a", f"rate limits, {limited['requests']} rows: (a) requests_per_minute=600"),
         ("b", "  (b) no limits set, adaptive, limit headers"),

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import pickle
+import signal
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import QUICK
 from taskloom_llamacpp import LlamaCppLLM, bundled_model_path
-from taskloom_llamacpp.models import ModelLoadError, loaded_models
+from taskloom_llamacpp.models import LLAMA_THREAD_NAME, ModelLoadError, loaded_models, on_llama_thread
 
 from taskloom import get_llm, load_llm
 from taskloom.testing.conformance import LLMConformance
@@ -25,6 +28,8 @@ STORY = [{"role": "user", "content": "Tell me a very short story about a cat."}]
 # before each reproducible completion started from an empty evaluated state: llama-cpp-python
 # re-evaluated the prompt's last token on its own, which llama.cpp computes slightly differently.
 FRIENDSHIP = [{"role": "user", "content": "Tell me a very short story about friendship."}]
+# At temperature 0 this runs to any max_new_tokens given (1,024 tokens took 12 s on 2 cores).
+ROME = [{"role": "user", "content": "Write a very long essay about the history of Rome."}]
 
 
 class TestConformance(LLMConformance):
@@ -170,6 +175,66 @@ def test_safe_from_many_asyncio_tasks(llm: LlamaCppLLM) -> None:
 
     results = asyncio.run(main())
     assert len({r[0]["generations"][0] for r in results}) == 1
+
+
+def test_every_completion_runs_on_the_one_llama_thread(llm: LlamaCppLLM, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whoever asks, llama.cpp computes on one thread: OpenMP keeps a team of helper threads per
+    calling thread and throttles once they outnumber the cores. Asked from asyncio's executor
+    threads, as a pipeline asks, the bundled model made half the tokens per second on 2 cores.
+    """
+    model = llm._model()
+    ran_on: list[str] = []
+    complete = model.llama.create_chat_completion
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        ran_on.append(threading.current_thread().name)
+        return complete(*args, **kwargs)
+
+    monkeypatch.setattr(model.llama, "create_chat_completion", recording)
+    llm.generate([CAPITAL], **QUICK)  # from the main thread
+    threads = [threading.Thread(target=llm.generate, args=([CAPITAL],), kwargs=QUICK) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    async def from_a_loop() -> None:  # through asyncio.to_thread, each call on some executor thread
+        await asyncio.gather(*(llm.agenerate_batch([CAPITAL], **QUICK) for _ in range(3)))
+
+    asyncio.run(from_a_loop())
+    assert ran_on == [LLAMA_THREAD_NAME] * 6
+
+
+def test_a_job_that_asks_again_runs_in_place() -> None:
+    assert on_llama_thread(lambda: on_llama_thread(lambda: threading.current_thread().name)) == LLAMA_THREAD_NAME
+
+
+def test_an_interrupted_caller_stops_its_completion(llm: LlamaCppLLM) -> None:
+    """Ctrl-C while a caller waits stops the completion at its next token, as it did when completions
+    ran on the caller's own thread: the next call does not wait for an answer nobody will read."""
+
+    class Interrupted(Exception):
+        pass
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise Interrupted
+
+    previous = signal.signal(signal.SIGINT, interrupt)
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+    started = time.monotonic()
+    try:
+        timer.start()
+        with pytest.raises(Interrupted):
+            llm.generate([ROME], max_new_tokens=1024, temperature=0.0)
+        interrupted = time.monotonic() - started
+        [output] = llm.generate([CAPITAL], **QUICK)
+        answered = time.monotonic() - started
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGINT, previous)
+    assert interrupted < 3, "the caller waited for the whole answer"
+    assert answered - interrupted < 3, "the next call waited for the interrupted answer to finish"
+    assert "Madrid" in output["generations"][0], "the model answers as usual after a stop"
 
 
 def test_too_long_input_fails_only_its_row() -> None:

@@ -29,7 +29,15 @@ from taskloom.plugin import (
     OutputSchema,
     failed_output,
 )
-from taskloom_llamacpp.models import LoadOptions, SharedModel, acquire, bundled_model_path, release, usable_cores
+from taskloom_llamacpp.models import (
+    LoadOptions,
+    SharedModel,
+    acquire,
+    bundled_model_path,
+    on_llama_thread,
+    release,
+    usable_cores,
+)
 
 if TYPE_CHECKING:
     from llama_cpp.llama_grammar import LlamaGrammar
@@ -186,24 +194,31 @@ class LlamaCppLLM(LLM):
         texts: list[str | None] = []
         input_tokens: list[int] = []
         output_tokens: list[int] = []
+        fresh = seed is not None or options.temperature == 0
         for index in range(num_generations):
-            with model.lock:
-                if seed is not None or options.temperature == 0:
-                    # A seeded or greedy answer must not depend on what the shared model evaluated before.
-                    model.forget_evaluated()
-                try:
-                    response: Any = model.llama.create_chat_completion(
+            generation_seed = (seed + index) & SEED_MASK if seed is not None else secrets.randbits(31)
+
+            def completion(generation_seed: int = generation_seed) -> Any:
+                with model.lock:
+                    if fresh:
+                        # A seeded or greedy answer must not depend on what the shared model evaluated before.
+                        model.forget_evaluated()
+                    return model.llama.create_chat_completion(
                         messages=list(input),  # type: ignore[arg-type]
                         max_tokens=max_new_tokens,
-                        seed=(seed + index) & SEED_MASK if seed is not None else secrets.randbits(31),
+                        seed=generation_seed,
                         grammar=grammar,
                         **sampling,
                     )
-                except ValueError as error:
-                    if "context window" in str(error):  # this prompt alone is too long: fail its row only
-                        hint = f"shorten the input or raise n_ctx (now {self.n_ctx})"
-                        raise BadRequestError(f"{error}; {hint}.") from error
-                    raise
+
+            try:
+                # On the process's one llama.cpp thread, whichever thread asks (see on_llama_thread).
+                response: Any = on_llama_thread(completion)
+            except ValueError as error:
+                if "context window" in str(error):  # this prompt alone is too long: fail its row only
+                    hint = f"shorten the input or raise n_ctx (now {self.n_ctx})"
+                    raise BadRequestError(f"{error}; {hint}.") from error
+                raise
             choice = response["choices"][0]
             if grammar is not None and choice.get("finish_reason") == "length":
                 logger.warning(
