@@ -230,8 +230,8 @@ class DatasetSource(Source):
     )
     dataset: Any = Field(default=None, exclude=True, repr=False, description="A datasets.Dataset in memory.")
     _loaded: tuple[tuple[Any, ...], Any] | None = PrivateAttr(default=None)
-    """The dataset last loaded from the Hub or disk, and what it was loaded for: counting the
-    rows and then reading them loads (and, for the Hub, checks the network) once."""
+    """The Hub dataset last loaded, and what it was loaded for: counting the rows and then
+    reading them asks the Hub (or, offline, waits for its retries to give up) once."""
 
     @model_validator(mode="after")
     def _one_of_path_or_dataset(self) -> DatasetSource:
@@ -263,13 +263,15 @@ class DatasetSource(Source):
 
     def _dataset(self) -> Any:
         self.check()
-        if self.dataset is not None:
-            loaded = self.dataset
-        else:
-            wanted = (self.repo_id, self.config, self.revision, self.split, self.path)
+        if self.repo_id is not None:
+            wanted = (self.repo_id, self.config, self.revision, self.split)
             if self._loaded is None or self._loaded[0] != wanted:
-                self._loaded = (wanted, self._from_hub() if self.repo_id is not None else self._from_disk())
+                self._loaded = (wanted, self._from_hub())
             loaded = self._loaded[1]
+        elif self.path is not None:
+            loaded = self._from_disk()  # read anew each time: the folder may have been saved again
+        else:
+            loaded = self.dataset
         if isinstance(loaded, Mapping):  # a DatasetDict: pick the split
             splits = list(loaded)
             if self.split is None:

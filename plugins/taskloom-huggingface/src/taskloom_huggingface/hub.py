@@ -58,12 +58,11 @@ class PushResult:
         return f"{self.url}: pushed commit {self.commit[:8]} ({', '.join(parts)})."
 
 
-def leaf_files(run_dir: Path) -> dict[str, Path]:
-    """Each leaf step's output file, as the run's dataset card lists them under ``configs``."""
-    card = _card_data(run_dir)
-    configs = card.get("configs") or []
+def leaf_files(run_dir: Path, card: Any = None) -> dict[str, Path]:
+    """Each leaf step's output file, as the run's dataset card (read here unless given) lists them under ``configs``."""
+    data = (card if card is not None else _card(run_dir)).data.to_dict()
     files: dict[str, Path] = {}
-    for config in configs:
+    for config in data.get("configs") or []:
         name = config.get("config_name")
         paths = [entry.get("path") for entry in config.get("data_files") or [] if isinstance(entry, Mapping)]
         if not name or not paths:
@@ -77,7 +76,8 @@ def leaf_files(run_dir: Path) -> dict[str, Path]:
     return files
 
 
-def _card_data(run_dir: Path) -> dict[str, Any]:
+def _card(run_dir: Path) -> Any:
+    """The run's dataset card (a ``huggingface_hub.DatasetCard``), or a :class:`HubError` saying why there is none."""
     from huggingface_hub import DatasetCard
 
     path = run_dir / CARD_FILENAME
@@ -86,7 +86,7 @@ def _card_data(run_dir: Path) -> dict[str, Any]:
             f"{run_dir} has no dataset card ({CARD_FILENAME}): it is written when a run completes. "
             "Run the pipeline to its end into this folder, then push."
         )
-    return dict(DatasetCard.load(path).data.to_dict())
+    return DatasetCard.load(path)
 
 
 def stage(run_dir: Path, staging: Path, files: Mapping[str, Path] | None = None) -> dict[str, Path]:
@@ -94,14 +94,12 @@ def stage(run_dir: Path, staging: Path, files: Mapping[str, Path] | None = None)
 
     ``files`` gives each leaf's output (Parquet or JSON Lines); by default the ones the card lists.
     """
-    from huggingface_hub import DatasetCard
-
-    files = dict(files) if files is not None else leaf_files(run_dir)
+    card = _card(run_dir)
+    files = dict(files) if files is not None else leaf_files(run_dir, card)
     staged: dict[str, Path] = {}
     for leaf, source in files.items():
         for shard in _shards(source, staging / DATA_DIR / leaf, staging):
             staged[shard.relative_to(staging).as_posix()] = shard
-    card = DatasetCard.load(run_dir / CARD_FILENAME)
     card.data.configs = [
         {
             "config_name": leaf,
