@@ -239,3 +239,42 @@ def test_after_group_columns_only_the_first_branch_columns_are_assumed() -> None
     )
     with pytest.raises(PipelineError, match="needs the column 'only_second'"):
         Pipeline([first, second] >> group >> needs, source=ROWS[:1], name="cols").validate()
+
+
+_EXIT_SCRIPT = """
+import atexit, gc, json, sys
+# Registered first, so it runs last: it sees what the interpreter's exit will walk.
+atexit.register(lambda: print(json.dumps({"frozen": gc.get_freeze_count()}), flush=True))
+if sys.argv[1] == "run":
+    from taskloom import Pipeline, get_task
+    from taskloom.testing.scripted import ScriptedLLM
+
+    task = get_task("text-generation", name="answer", llm=ScriptedLLM(replies=["yes"]))
+    Pipeline(task, source=[{"instruction": f"q{i}"} for i in range(50)], name="exits").run(
+        output=sys.argv[2], progress=None
+    )
+else:
+    import taskloom  # noqa: F401
+"""
+
+
+@pytest.mark.parametrize("ran", [True, False])
+def test_a_process_that_ran_a_pipeline_exits_without_walking_its_objects_again(tmp_path: Path, ran: bool) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _EXIT_SCRIPT, "run" if ran else "import", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    frozen = json.loads(done.stdout.strip().splitlines()[-1])["frozen"]
+    if ran:
+        # The exit's collections skip what the run left alive; the run's rows are all on disk.
+        assert frozen > 1000
+        lines = (tmp_path / "out" / "answer.jsonl").read_text().splitlines()
+        assert [json.loads(line)["generation"] for line in lines] == ["yes"] * 50
+    else:
+        assert frozen == 0  # importing taskloom alone changes nothing about the exit
