@@ -182,15 +182,16 @@ def test_every_completion_runs_on_the_one_llama_thread(llm: LlamaCppLLM, monkeyp
     calling thread and throttles once they outnumber the cores. Asked from asyncio's executor
     threads, as a pipeline asks, the bundled model made half the tokens per second on 2 cores.
     """
-    model = llm._model()
+    from taskloom_llamacpp.decoding import Decoder
+
     ran_on: list[str] = []
-    complete = model.llama.create_chat_completion
+    start = Decoder._start
 
-    def recording(*args: Any, **kwargs: Any) -> Any:
+    def recording(self: Decoder, *args: Any) -> Any:  # each answer's prompt evaluation
         ran_on.append(threading.current_thread().name)
-        return complete(*args, **kwargs)
+        return start(self, *args)
 
-    monkeypatch.setattr(model.llama, "create_chat_completion", recording)
+    monkeypatch.setattr(Decoder, "_start", recording)
     llm.generate([CAPITAL], **QUICK)  # from the main thread
     threads = [threading.Thread(target=llm.generate, args=([CAPITAL],), kwargs=QUICK) for _ in range(2)]
     for thread in threads:

@@ -122,6 +122,9 @@ class AsyncLLM(LLM):
         belongs to this input only (it is recorded on the row); anything else stops the batch.
         """
 
+    def requests_at_once(self) -> int:
+        return self.max_concurrency
+
     async def retrying(self, attempt: Callable[[], Awaitable[R]]) -> R:
         """Await ``attempt()`` under this LLM's retry policy, reporting retries to whoever asked."""
         return await self.retry.run(attempt, on_retry=_ON_RETRY.get())

@@ -179,6 +179,12 @@ class LLM(Component):
         """Answer every input ``num_generations`` times with ``options`` (an instance of ``Options``)."""
         raise NotImplementedError(f"{type(self).__name__} must implement complete(inputs, num_generations, options).")
 
+    def requests_at_once(self) -> int:
+        """How many calls a run keeps in flight to this LLM: one for a sync LLM that answers one at
+        a time; an async LLM's ``max_concurrency``; a local model that decodes several answers
+        together says how many."""
+        return 1
+
     def in_batch_mode(self) -> bool:
         """Whether this LLM sends its requests through a provider's batch API (priced at its batch discount)."""
         return False

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from taskloom.errors import StopRequested
 from taskloom.judging import ungrouped
-from taskloom.llms.async_llm import REQUEST_GATE, AsyncLLM
+from taskloom.llms.async_llm import REQUEST_GATE
 from taskloom.llms.limits import REFUSED, estimate_tokens
 from taskloom.llms.outputs import token_counts
 from taskloom.pipeline.base import SinkWriter, Source
@@ -408,7 +408,7 @@ class Executor:
             step = node.step
             if isinstance(step, Task):
                 llm = step.resolve_llm()
-                concurrency = llm.max_concurrency if isinstance(llm, AsyncLLM) else 1
+                concurrency = llm.requests_at_once()
                 node.semaphore = asyncio.Semaphore(concurrency)
                 node.identity = self._identity(llm)
                 node.stats.model = llm.model_name

