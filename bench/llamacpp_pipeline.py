@@ -7,11 +7,13 @@ SmolLM2-135M-Instruct with the same load options (``n_ctx``, ``n_batch`` from th
 ``n_threads=2`` on every side):
 
 * **plain**: ``Llama(**options)`` and ``create_chat_completion`` for each chat, one after another;
-* **plain+reset**: the same with ``llama.reset()`` before each completion, which is what the plugin
-  does for a greedy or seeded call (so that its answer never depends on the call before; see the
-  plugin's README). It tells the cost of that guarantee apart from the cost of taskloom;
+* **plain+reset**: the same with ``llama.reset()`` before each completion, so that every prompt is
+  evaluated whole, as the plugin's decoder does (an answer never depends on the call before; see
+  the plugin's README). It tells the cost of that guarantee apart from the cost of taskloom;
 * **process**: ``get_task("text-generation", llm=get_llm("llamacpp", ...)).process(rows)``;
 * **pipeline**: ``Pipeline(task, source=rows).run(output=<fresh folder>, use_cache=False, progress=None)``.
+
+The taskloom sides use the plugin's default ``parallel`` (4 answers decoded together).
 
 The workload is fixed so that figures compare across runs and machines: 32 different short
 instructions, up to 64 new tokens each, temperature 0 and a fixed seed. Tokens per second is

@@ -278,3 +278,36 @@ def test_a_process_that_ran_a_pipeline_exits_without_walking_its_objects_again(t
         assert [json.loads(line)["generation"] for line in lines] == ["yes"] * 50
     else:
         assert frozen == 0  # importing taskloom alone changes nothing about the exit
+
+
+class TogetherLLM(ScriptedLLM):
+    """A sync LLM that answers several calls together (as a local model that batches does)."""
+
+    registry_name: ClassVar[str | None] = None
+    together: int = 3
+    in_flight: int = 0
+    most: int = 0
+
+    def requests_at_once(self) -> int:
+        return self.together
+
+    async def agenerate_batch(self, inputs: Any, num_generations: int = 1, **kwargs: Any) -> list[GenerateOutput]:
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        try:
+            await asyncio.sleep(0.01)
+            return self.generate(inputs, num_generations, **kwargs)
+        finally:
+            self.in_flight -= 1
+
+
+@pytest.mark.parametrize("together", [1, 3])
+def test_a_run_keeps_as_many_calls_in_flight_as_the_llm_answers_at_once(tmp_path: Path, together: int) -> None:
+    llm = TogetherLLM(replies=["fine"], together=together)
+    task = get_task("text-generation", name="answer", llm=llm)
+    result = Pipeline(task, source=[{"instruction": f"q{i}"} for i in range(12)], name="together").run(
+        output=tmp_path, progress=None
+    )
+    assert llm.most == together
+    assert result.stats.steps["answer"].max_concurrency == together
+    assert [row["generation"] for row in result.rows()] == ["fine"] * 12

@@ -315,3 +315,100 @@ def test_grammar_keeps_json_strings_valid_and_integers_in_range() -> None:
     assert r'[^"\\\x7F\x00-\x1F]' in char_rule, "raw control characters must not be allowed in strings"
     assert '"u"' not in char_rule, "no \\u escapes: small models repeat them until the answer is cut off"
     assert '"1" | "2" | "3" | "4" | "5"' in rules
+
+
+TOPICS = ["the sea", "a mountain", "bread", "a clock", "rain", "a library", "a bicycle", "the moon", "snow"]
+
+
+@pytest.mark.parametrize("sampling", [{"temperature": 0.0}, {"temperature": 0.8, "seed": 7}], ids=["greedy", "seeded"])
+def test_answers_do_not_depend_on_how_many_are_decoded_together(sampling: dict[str, Any]) -> None:
+    """Continuous batching must not change an answer: one at a time, four or nine decoded together,
+    or asked while other answers are half written, every greedy or seeded answer is the same."""
+    chats = [[{"role": "user", "content": f"Write one sentence about {topic}."}] for topic in TOPICS]
+    kwargs = {"max_new_tokens": 24, **sampling}
+
+    def answers(parallel: int) -> list[str | None]:
+        llm = LlamaCppLLM(parallel=parallel)
+        try:
+            return [out["generations"][0] for out in llm.generate(chats, **kwargs)]
+        finally:
+            llm.unload()
+
+    alone = answers(1)
+    assert len(set(alone)) == len(chats)  # nine different answers: the comparison means something
+    assert answers(4) == alone
+    assert answers(9) == alone
+
+    llm = LlamaCppLLM(parallel=4)
+    try:  # the same chats arriving at different moments, from threads, while others are decoded
+        staggered: dict[int, str | None] = {}
+
+        def ask(index: int) -> None:
+            time.sleep(0.05 * (index % 3))
+            staggered[index] = llm.generate([chats[index]], **kwargs)[0]["generations"][0]
+
+        threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(chats))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert [staggered[i] for i in range(len(chats))] == alone
+    finally:
+        llm.unload()
+
+
+def test_greedy_answers_are_llama_cpp_pythons_own() -> None:
+    """The decoder reads the prompt the chat handler builds and samples with the library's chain,
+    so a greedy answer is the one ``Llama.create_chat_completion`` writes on a fresh model."""
+    chats = [[{"role": "user", "content": f"Write one sentence about {topic}."}] for topic in TOPICS[:4]]
+    llm = LlamaCppLLM(parallel=4)
+    try:
+        ours = [out["generations"][0] for out in llm.generate(chats, max_new_tokens=24, temperature=0.0)]
+    finally:
+        llm.unload()
+    from llama_cpp import Llama
+
+    library = Llama(**LlamaCppLLM().load_options().llama_kwargs())
+    try:
+        theirs = []
+        for chat in chats:
+            library.reset()  # a fresh evaluation for each, as on a freshly loaded model
+            out: Any = library.create_chat_completion(messages=chat, max_tokens=24, temperature=0.0)  # type: ignore[arg-type]
+            theirs.append(out["choices"][0]["message"]["content"])
+    finally:
+        library.close()
+    assert ours == theirs
+
+
+def test_a_pipeline_keeps_parallel_answers_in_flight(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from taskloom_llamacpp.decoding import Decoder
+
+    from taskloom import Pipeline, get_task
+
+    most = 0
+    step = Decoder._step
+
+    def counting(self: Decoder, active: dict[int, Any], free: list[int]) -> None:
+        nonlocal most
+        most = max(most, len(active))
+        step(self, active, free)
+
+    monkeypatch.setattr(Decoder, "_step", counting)
+    llm = LlamaCppLLM(parallel=3, generation_kwargs={"max_new_tokens": 12, "temperature": 0.0})
+    task = get_task("text-generation", name="answer", llm=llm)
+    rows = [{"instruction": f"Write one sentence about {topic}."} for topic in TOPICS[:6]]
+    result = Pipeline(task, source=rows, name="batched").run(output=tmp_path, progress=None)
+    assert result.stats.steps["answer"].max_concurrency == 3
+    assert most == 3, "the decoder never had three answers in flight"
+    assert [row["generation"] for row in result.rows()] == [
+        out["generations"][0]
+        for out in LlamaCppLLM(parallel=1).generate(
+            [[{"role": "user", "content": row["instruction"]}] for row in rows], max_new_tokens=12, temperature=0.0
+        )
+    ]
+
+
+def test_parallel_does_not_change_the_cache_identity() -> None:
+    from taskloom.pipeline.cache import llm_identity
+
+    assert llm_identity(LlamaCppLLM(parallel=1)) == llm_identity(LlamaCppLLM(parallel=8))

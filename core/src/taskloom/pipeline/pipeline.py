@@ -614,12 +614,17 @@ def _exit_quickly() -> None:
     own wind-down. Frozen objects are skipped by those collections; nothing is lost, because the
     process is ending, its files are closed and its cache committed, and CPython never promised
     ``__del__`` for objects alive at exit. Registered at the first run, so a process that never
-    runs a pipeline exits as it always did.
+    runs a pipeline exits as it always did. The price: objects still alive are torn down with
+    their modules, in reverse import order, so a library whose finalizer needs its module at that
+    point complains on stderr (taskloom's own plugins close what they hold in an exit hook of
+    their own); ``TASKLOOM_FAST_EXIT=0`` keeps the interpreter's usual exit.
     """
     import atexit
     import gc
+    import os
 
-    atexit.register(gc.freeze)
+    if os.environ.get("TASKLOOM_FAST_EXIT", "1") != "0":
+        atexit.register(gc.freeze)
 
 
 def _run_coroutine(coro: Any) -> Any:

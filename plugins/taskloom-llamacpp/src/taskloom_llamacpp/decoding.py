@@ -137,6 +137,11 @@ class Decoder:
             self._run(self._loop)
         return request.future
 
+    def busy(self) -> bool:
+        """Whether its loop is running on the llama.cpp thread (answers in flight or queued)."""
+        with self._lock:
+            return self._looping
+
     def close(self) -> None:
         """Free the context; call it when no answer is in flight (the model's lock held)."""
         with self._lock:

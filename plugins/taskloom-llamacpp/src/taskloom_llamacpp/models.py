@@ -13,6 +13,7 @@ token down once those teams outnumber the cores.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import json
@@ -266,6 +267,7 @@ def acquire(options: LoadOptions) -> SharedModel:
     with _POOL_LOCK:
         model = _POOL.get(options)
         if model is None:
+            _close_at_exit()
             model = _POOL[options] = SharedModel(options, _load(options))
         model.users += 1
         return model
@@ -284,6 +286,32 @@ def release(model: SharedModel) -> None:
             on_llama_thread(decoder.close)  # queued after its loop: in flight answers end first
         model.decoders.clear()
         model.llama.close()
+
+
+@functools.cache
+def _close_at_exit() -> None:
+    """Once per process: free every model still loaded when the interpreter exits.
+
+    llama-cpp-python frees a model in a finalizer that needs its own module; left to the
+    interpreter's teardown (after a run froze the collector's objects, see taskloom's
+    ``_exit_quickly``), that module may already be gone and the finalizer fails on stderr.
+    """
+    import atexit
+
+    atexit.register(_close_all)
+
+
+def _close_all() -> None:
+    with _POOL_LOCK:
+        models = list(_POOL.values())
+        _POOL.clear()
+    for model in models:
+        if any(decoder.busy() for decoder in model.decoders.values()):
+            continue  # still decoding on the llama.cpp thread (an interrupted run): freeing it would crash
+        with contextlib.suppress(Exception):
+            for decoder in model.decoders.values():
+                decoder.close()
+            model.llama.close()
 
 
 def loaded_models() -> list[LoadOptions]:
