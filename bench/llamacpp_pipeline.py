@@ -245,8 +245,8 @@ def report(result: dict[str, Any]) -> None:
     print(f"  pipeline/plain {result['ratio']:.3f}x (target >= {result['target_ratio']}x) {status}")
     print(f"  process/plain  {result['process_ratio']:.3f}x")
     print(
-        f"  pipeline/(plain+reset) {result['same_work_ratio']:.3f}x: taskloom's own cost, "
-        "without the greedy/seeded reset's"
+        f"  pipeline/(plain+reset) {result['same_work_ratio']:.3f}x: beside a loop that also "
+        "evaluates every prompt whole, as the plugin does"
     )
     print(f"  same text on all sides: {result['same_text']} (tokens per round {result['tokens_per_round']['plain']})")
     loads = result["load_s"]

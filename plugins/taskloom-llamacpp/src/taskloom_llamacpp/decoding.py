@@ -143,7 +143,7 @@ class Decoder:
             return self._looping
 
     def close(self) -> None:
-        """Free the context; call it when no answer is in flight (the model's lock held)."""
+        """Free the context; call it only while its loop is not running (see :meth:`busy`)."""
         with self._lock:
             self._closed = True
         self._batch.close()  # type: ignore[no-untyped-call]
@@ -164,8 +164,8 @@ class Decoder:
                                 return
                             break
                         request = self._pending.popleft()
-                    if request.abandoned or not request.future.set_running_or_notify_cancel():
-                        continue
+                    if not request.future.set_running_or_notify_cancel():
+                        continue  # abandoned before it started: its caller cancelled it
                     seq = free.pop()
                     try:
                         if self._start(request, seq):
@@ -214,6 +214,7 @@ class Decoder:
             if request.abandoned:
                 del active[request.seq]
                 free.append(request.seq)
+                request.sampler.close()
                 request.future.set_exception(CompletionAbandoned("the caller stopped waiting"))
                 continue
             request.logits_at = self._add(request.tokens[-1], request.position, request.seq, True)

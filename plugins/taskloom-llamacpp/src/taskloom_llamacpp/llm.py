@@ -189,10 +189,9 @@ class LlamaCppLLM(LLM):
         outputs: list[GenerateOutput] = []
         for requests in pending:
             try:
-                outputs.append(self._output(requests, [_wait(r) for r in requests], options))
+                outputs.append(self._output([_wait(r) for r in requests], options))
             except GenerationError as error:
-                logger.warning("%s: an input failed: %s", self.model_name, error)
-                outputs.append(failed_output(num_generations, error))
+                outputs.append(self._failed(num_generations, error))
         return outputs
 
     async def agenerate_batch(
@@ -207,11 +206,9 @@ class LlamaCppLLM(LLM):
         try:
             for requests in pending:
                 try:
-                    done = [await asyncio.wrap_future(r.future) for r in requests]
-                    outputs.append(self._output(requests, done, options))
+                    outputs.append(self._output([await asyncio.wrap_future(r.future) for r in requests], options))
                 except GenerationError as error:
-                    logger.warning("%s: an input failed: %s", self.model_name, error)
-                    outputs.append(failed_output(num_generations, error))
+                    outputs.append(self._failed(num_generations, error))
         except BaseException:
             _abandon(r for requests in pending for r in requests)
             raise
@@ -238,7 +235,12 @@ class LlamaCppLLM(LLM):
             requests.append(request)
         return requests
 
-    def _output(self, requests: list[Request], done: list[Completion], options: Any) -> GenerateOutput:
+    def _failed(self, num_generations: int, error: GenerationError) -> GenerateOutput:
+        """An input that cannot be answered (a prompt longer than the context): its row fails, the rest go on."""
+        logger.warning("%s: an input failed: %s", self.model_name, error)
+        return failed_output(num_generations, error)
+
+    def _output(self, done: list[Completion], options: Any) -> GenerateOutput:
         if options.structured_output is not None and any(c.finish_reason == "length" for c in done):
             logger.warning(
                 "%s: a structured answer was cut off at max_new_tokens=%s, so it is not valid JSON; "

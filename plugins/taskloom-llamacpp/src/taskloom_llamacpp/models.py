@@ -1,9 +1,9 @@
 """Where the bundled model lives, and the process-wide pool that loads each model once.
 
-llama.cpp keeps one context per loaded model and that context serves one sequence at a time,
-so every LLM instance with the same load options shares one :class:`SharedModel` and takes its
-lock around each completion. That makes calls safe from any number of threads or tasks, and
-copies of a task (one per pipeline step, say) cost no extra memory or load time.
+Every LLM instance with the same load options shares one :class:`SharedModel`, so copies of a
+task (one per pipeline step, say) cost no extra memory or load time. Its answers are written by
+the model's batched decoder (:mod:`taskloom_llamacpp.decoding`), which takes chats from any
+number of threads or tasks at once.
 
 Every completion also runs on one thread of this process, the llama.cpp thread, whichever
 thread asks for it (see :func:`on_llama_thread`): llama-cpp-python's CPU build computes with
@@ -107,7 +107,7 @@ class LoadOptions:
 
 @dataclass(eq=False)
 class SharedModel:
-    """One loaded model, the lock that serialises its use, and how many LLMs hold it."""
+    """One loaded model, its decoders, how many LLMs hold it, and the lock that guards those."""
 
     options: LoadOptions
     llama: llama_cpp.Llama
