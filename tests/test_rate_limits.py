@@ -32,6 +32,11 @@ RPM = 1200
 """20 requests a second: 60 requests take about two seconds after the first second's 20."""
 SLACK = 1.05
 """How far over the limit a measured rate may be: the clocks of client and server differ by jitter."""
+JITTER = 0.1
+"""Seconds a request may reach the server late or early of its release by the limiter (a thread
+switch, a slow connection on a loaded 2-core machine). A rate is timed over its span plus this
+much, so two arrivals that bunch up do not read as over-sending; a client 10% over its limit still
+fails, and one that ignored a shared limiter would be twice over."""
 LONG = "please answer this question, which is long enough to be worth a hundred tokens or so: " * 4
 """A prefix that makes the prompt's tokens, not the per-message overhead of the estimate, the cost."""
 _MADE: list[HTTPLLM] = []
@@ -79,7 +84,7 @@ def steady_rate(times: list[float], burst: float) -> float:
     """
     first = math.ceil(burst)
     assert len(times) > first + 10, "too few requests to measure a rate"
-    return (len(times) - 1 - first) / (times[-1] - times[first])
+    return (len(times) - 1 - first) / (times[-1] - times[first] + JITTER)
 
 
 def test_requests_per_minute_keeps_the_rate_at_or_under_the_limit() -> None:
