@@ -7,8 +7,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from taskloom_llamacpp.llm import LlamaCppLLM
     from taskloom_llamacpp.models import bundled_model_path
+    from taskloom_llamacpp.server_llm import LlamaServerLLM
 
-__all__ = ["LlamaCppLLM", "bundled_model_path"]
+__all__ = ["LlamaCppLLM", "LlamaServerLLM", "bundled_model_path"]
 
 
 def __getattr__(name: str) -> Any:
@@ -17,6 +18,10 @@ def __getattr__(name: str) -> Any:
         from taskloom_llamacpp.llm import LlamaCppLLM
 
         return LlamaCppLLM
+    if name == "LlamaServerLLM":
+        from taskloom_llamacpp.server_llm import LlamaServerLLM
+
+        return LlamaServerLLM
     if name == "bundled_model_path":
         from taskloom_llamacpp.models import bundled_model_path
 

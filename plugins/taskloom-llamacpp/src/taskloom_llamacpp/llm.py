@@ -16,7 +16,7 @@ import secrets
 import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from pydantic import Field, PrivateAttr
 
@@ -44,15 +44,16 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("taskloom.llamacpp")
 
+H = TypeVar("H")
 SEED_MASK = 0xFFFFFFFF  # llama.cpp seeds are 32-bit
 _HOLDING_LOCK = threading.Lock()
 
 
-class _Holding:
-    """The shared model an instance holds. A copy or a pickle (Ray) holds none and loads its own."""
+class Holding(Generic[H]):
+    """What an instance holds (a shared model, a server). A copy or a pickle (Ray) holds none and loads its own."""
 
-    def __init__(self, model: SharedModel) -> None:
-        self.model = model
+    def __init__(self, held: H) -> None:
+        self.held = held
 
     def __deepcopy__(self, memo: dict[int, Any]) -> None:
         return None
@@ -132,7 +133,7 @@ class LlamaCppLLM(LLM):
         default_factory=dict,
         description="More keyword arguments for llama_cpp.Llama (e.g. flash_attn, rope_freq_base).",
     )
-    _holding: _Holding | None = PrivateAttr(default=None)
+    _holding: Holding[SharedModel] | None = PrivateAttr(default=None)
 
     @property
     def model_name(self) -> str:
@@ -158,20 +159,20 @@ class LlamaCppLLM(LLM):
         """Load the model, or join the copy another instance of this process already loaded."""
         with _HOLDING_LOCK:  # two threads loading one instance must take the model once
             if self._holding is None:
-                self._holding = _Holding(acquire(self.load_options()))
+                self._holding = Holding(acquire(self.load_options()))
 
     def unload(self) -> None:
         """Let go of the model; it is freed when no instance in this process holds it."""
         with _HOLDING_LOCK:
             holding, self._holding = self._holding, None
         if holding is not None:
-            release(holding.model)
+            release(holding.held)
 
     def _model(self) -> SharedModel:
         if self._holding is None:
             self.load()
         assert self._holding is not None
-        return self._holding.model
+        return self._holding.held
 
     # -- generation --------------------------------------------------------------------------
 
@@ -322,13 +323,29 @@ _CHAR_RULE = re.compile(r"^char ::= .*$", re.MULTILINE)
 _JSON_CHAR = r'char ::= [^"\\\x7F\x00-\x1F] | "\\" ["\\/bfnrt]'
 
 
+def structured_grammar(schema: dict[str, Any]) -> str:
+    """The llama.cpp grammar (GBNF text) that keeps an answer valid for a JSON schema.
+
+    One grammar for both ways of running a model: in-process it is compiled (``_grammar``), and
+    ``llamacpp-server`` sends the same text as its request's ``grammar``.
+    """
+    return _gbnf(_schema_text(schema))
+
+
 @functools.lru_cache(maxsize=64)
-def _grammar(schema: str) -> LlamaGrammar:
-    """The llama.cpp grammar for a JSON schema, built once per schema."""
-    from llama_cpp.llama_grammar import LlamaGrammar, json_schema_to_gbnf
+def _gbnf(schema: str) -> str:
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
 
     try:
-        gbnf = json_schema_to_gbnf(schema)
+        rules = json_schema_to_gbnf(schema)
     except Exception as error:  # the converter raises plain exceptions for unsupported schemas
         raise ValueError(f"This JSON schema cannot be turned into a llama.cpp grammar: {error}\n{schema}") from error
-    return LlamaGrammar.from_string(_CHAR_RULE.sub(lambda _: _JSON_CHAR, gbnf), verbose=False)
+    return _CHAR_RULE.sub(lambda _: _JSON_CHAR, rules)
+
+
+@functools.lru_cache(maxsize=64)
+def _grammar(schema: str) -> LlamaGrammar:
+    """The compiled grammar for a JSON schema (as text), built once per schema."""
+    from llama_cpp.llama_grammar import LlamaGrammar
+
+    return LlamaGrammar.from_string(_gbnf(schema), verbose=False)

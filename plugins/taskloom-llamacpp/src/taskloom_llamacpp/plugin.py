@@ -1,4 +1,4 @@
-"""The hook that registers the ``llamacpp`` LLM; imports neither llama-cpp-python nor the class module up front."""
+"""The hook that registers the ``llamacpp`` and ``llamacpp-server`` LLMs, importing no class module up front."""
 
 from __future__ import annotations
 
@@ -13,5 +13,7 @@ if TYPE_CHECKING:
 @hookimpl
 def register_llms(register: LLMRegister) -> None:
     from taskloom_llamacpp.llm import LlamaCppLLM
+    from taskloom_llamacpp.server_llm import LlamaServerLLM
 
     register(LlamaCppLLM)
+    register(LlamaServerLLM)
