@@ -159,6 +159,17 @@ def main() -> int:
             status(local_pipeline["met"] and local_pipeline["same_text"]),
         )
     )
+    if local_pipeline["batched_ratio"] is not None:
+        rows.append(
+            (
+                "llamacpp-server x8 through a Pipeline vs raw llama-cpp-python",
+                f"{local_pipeline['tokens_per_s']['server x8']:.1f} / {local_pipeline['tokens_per_s']['plain']:.1f} "
+                f"tokens/s = {local_pipeline['batched_ratio']:.3f}x (same text at 1 and 8 slots: "
+                f"{local_pipeline['server_same_text']})",
+                f">= {local_pipeline['batched_target_ratio']}x",
+                status(local_pipeline["batched_met"] and bool(local_pipeline["server_same_text"])),
+            )
+        )
     for mode, label in (
         ("a", f"rate limits, {limited['requests']} rows: (a) requests_per_minute=600"),
         ("b", "  (b) no limits set, adaptive, limit headers"),
