@@ -29,8 +29,7 @@ rotating each round; the median of ``--repeat`` rounds counts (target: pipeline 
 plain; for the default local model, batched: server x8 at least 1.4x plain). Greedy decoding
 makes every in-process side write the same tokens, and the texts are compared, so a figure never
 comes from different work; the server's build writes other texts than the library's, so its two
-sides are compared with each other (the same texts at 1 and 8 slots) and with the plain loop's
-token count.
+sides are compared with each other (the same texts at 1 and 8 slots).
 
 The plain loops run on the plugin's llama.cpp thread (``on_llama_thread``), not on the main
 thread. llama-cpp-python computes with OpenMP, and libgomp keeps a team of helper threads per

@@ -213,3 +213,20 @@ def test_building_without_cmake_says_what_to_install(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr("shutil.which", lambda name: None)
     with pytest.raises(ServerBuildError, match="cmake and a C\\+\\+ compiler"):
         build_server()
+
+
+def test_loading_beside_a_dead_server_restarts_it_for_every_holder(served: LlamaServerLLM) -> None:
+    holding = served._holding
+    assert holding is not None and holding.held.server.process is not None
+    holding.held.server.process.kill()
+    holding.held.server.process.wait()
+    other = LlamaServerLLM(parallel=4, generation_kwargs=QUICK)
+    other.load()
+    assert other._holding is not None and other._holding.held is holding.held  # one server, two holders
+    process = holding.held.server.process
+    assert process is not None and process.poll() is None
+    other.unload()
+    assert process.poll() is None  # `served` still holds it, and it still answers
+    assert served.generate(CHATS[:1])[0]["generations"][0]
+    served.unload()
+    assert process.poll() is not None

@@ -106,7 +106,7 @@ class LlamaServerLLM(HTTPLLM):
     @property
     def model_name(self) -> str:
         """The GGUF file's name without its extension, e.g. 'SmolLM2-135M-Instruct.Q4_1'."""
-        return self.model_file().stem
+        return Path(self.model_path).stem if self.model_path else bundled_model_path().stem
 
     def model_file(self) -> Path:
         return Path(self.model_path).expanduser().resolve() if self.model_path else bundled_model_path()
@@ -203,9 +203,8 @@ _SHARED_LOCK = threading.Lock()
 
 def _acquire(llm: LlamaServerLLM) -> _Shared:
     """The running server for ``llm``'s settings, started (and the binary built) if there is none."""
-    key = llm.command_key()
-    shared = _SHARED.get(key)
-    if shared is None or not shared.server.running():
+    shared = _SHARED.get(llm.command_key())
+    if shared is None:
         binary = Path(llm.server_path).expanduser() if llm.server_path else ensure_server(llm.build)
         threads = str(llm.n_threads or usable_cores())
         server = LlamaServer(
@@ -217,9 +216,10 @@ def _acquire(llm: LlamaServerLLM) -> _Shared:
             startup_timeout=llm.startup_timeout,
         )
         server.start()
-        users = shared.users if shared is not None else 0
-        shared = _Shared(llm.command_key(), server, users)
+        shared = _Shared(llm.command_key(), server)  # the key again: it names the binary once built
         _SHARED[shared.key] = shared
+    elif not shared.server.running():
+        _restart(shared.server)
     shared.users += 1
     return shared
 
@@ -234,15 +234,18 @@ def _release(shared: _Shared) -> None:
 def _revive(shared: _Shared) -> None:
     """Start a server that died again (once: the first failed request to notice does it)."""
     with _SHARED_LOCK:
-        server = shared.server
-        if server.running() or shared.users <= 0:
-            return
-        code = server.process.returncode if server.process is not None else None
-        logger.warning(
-            "llama-server (%s) exited with code %s; starting it again. Its last output:\n%s",
-            server.model.name,
-            code,
-            server.log_tail(10),
-        )
-        server.stop()
-        server.start()
+        if shared.users > 0 and not shared.server.running():
+            _restart(shared.server)
+
+
+def _restart(server: LlamaServer) -> None:
+    """The same server started again after it exited (killed, out of memory), its last words logged."""
+    code = server.process.returncode if server.process is not None else None
+    logger.warning(
+        "llama-server (%s) exited with code %s; starting it again. Its last output:\n%s",
+        server.model.name,
+        code,
+        server.log_tail(10),
+    )
+    server.stop()
+    server.start()
