@@ -48,12 +48,13 @@ def package_of(ep: EntryPoint) -> tuple[str, str]:
 
 
 def discover() -> list[EntryPoint]:
-    """Entry points of the group, each once, sorted by name for a stable load order."""
-    seen: dict[tuple[str, str, str], EntryPoint] = {}
-    for ep in entry_points(group=GROUP):
-        package, _ = package_of(ep)
-        seen.setdefault((ep.name, ep.value, package), ep)
-    return sorted(seen.values(), key=lambda ep: (ep.name, ep.value))
+    """Entry points of the group, sorted by name for a stable load order.
+
+    ``entry_points`` already lists each installed distribution once (the first on ``sys.path``),
+    so nothing is deduplicated here, and no distribution's metadata is read: that parsing is left
+    to the plugins that load (their records name the package), a few milliseconds of every start.
+    """
+    return sorted(entry_points(group=GROUP), key=lambda ep: (ep.name, ep.value))
 
 
 def _names(variable: str) -> set[str] | None:

@@ -228,10 +228,11 @@ class Registry:
         return self._entry_points
 
     def _plugin_name(self, ep: EntryPoint) -> str:
-        package, _ = plugins.package_of(ep)
         record = self._records.get(ep.name)
-        if record is not None and (record.package, record.target) != (package, ep.value):
-            return f"{package}:{ep.name}"
+        if record is not None:
+            package, _ = plugins.package_of(ep)  # read only for a name seen before: metadata is slow to parse
+            if (record.package, record.target) != (package, ep.value):
+                return f"{package}:{ep.name}"
         return ep.name
 
     def _load_entry_point(self, ep: EntryPoint) -> None:

@@ -280,6 +280,92 @@ def test_a_process_that_ran_a_pipeline_exits_without_walking_its_objects_again(t
         assert frozen == 0  # importing taskloom alone changes nothing about the exit
 
 
+class _CollectorLLM(ScriptedLLM):
+    """Records the collector's settings while the run asks it for answers."""
+
+    registry_name: ClassVar[str | None] = None
+
+    def complete(self, inputs: list[ChatType], num_generations: int, options: Any) -> list[GenerateOutput]:
+        import gc
+
+        _SEEN.append((gc.get_threshold(), gc.get_freeze_count(), gc.isenabled()))
+        return super().complete(inputs, num_generations, options)
+
+
+_SEEN: list[tuple[tuple[int, ...], int, bool]] = []
+
+
+def test_a_run_collects_rarely_and_skips_older_objects_then_puts_the_collector_back(tmp_path: Path) -> None:
+    import gc
+
+    from taskloom._collector import RUN_THRESHOLD
+
+    before = gc.get_threshold()
+    _SEEN.clear()
+    task = get_task("text-generation", name="answer", llm=_CollectorLLM(replies=["yes"]))
+    Pipeline(task, source=[{"instruction": "q"}], name="collects").run(output=tmp_path / "a", progress=None)
+    (threshold, *older), frozen, enabled = _SEEN[0]
+    assert threshold == RUN_THRESHOLD and older == list(before[1:]) and frozen > 1000 and enabled
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+
+    # A collector the caller turned off stays off: the run neither collects nor freezes.
+    _SEEN.clear()
+    gc.disable()
+    try:
+        Pipeline(task, source=[{"instruction": "q"}], name="collects").run(output=tmp_path / "b", progress=None)
+    finally:
+        gc.enable()
+    (seen,) = _SEEN
+    assert seen == (before, 0, False)
+
+    # A process that froze objects itself keeps its freeze after the run.
+    gc.freeze()
+    try:
+        kept = gc.get_freeze_count()
+        Pipeline(task, source=[{"instruction": "q"}], name="collects").run(output=tmp_path / "c", progress=None)
+        assert gc.get_freeze_count() == kept and gc.get_threshold() == before
+    finally:
+        gc.unfreeze()
+
+
+def test_runs_in_two_threads_leave_the_collector_as_they_found_it(tmp_path: Path) -> None:
+    import gc
+    import threading
+
+    before = gc.get_threshold()
+    first_inside, second_inside, first_done = threading.Event(), threading.Event(), threading.Event()
+
+    class Meeting(ScriptedLLM):
+        registry_name: ClassVar[str | None] = None
+        second: bool = False
+
+        def complete(self, inputs: list[ChatType], num_generations: int, options: Any) -> list[GenerateOutput]:
+            # The first run starts, then the second; the first ends while the second still runs.
+            if self.second:
+                second_inside.set()
+                first_done.wait(timeout=30)
+            else:
+                first_inside.set()
+                second_inside.wait(timeout=30)
+            return super().complete(inputs, num_generations, options)
+
+    def run(name: str, second: bool) -> None:
+        task = get_task("text-generation", name="answer", llm=Meeting(replies=["yes"], second=second))
+        Pipeline(task, source=[{"instruction": "q"}], name=name).run(output=tmp_path / name, progress=None)
+        if not second:
+            first_done.set()
+
+    first = threading.Thread(target=run, args=("one", False))
+    second = threading.Thread(target=run, args=("two", True))
+    first.start()
+    assert first_inside.wait(timeout=30)
+    second.start()
+    first.join(60)
+    second.join(60)
+    assert first_done.is_set() and second_inside.is_set()
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+
+
 class TogetherLLM(ScriptedLLM):
     """A sync LLM that answers several calls together (as a local model that batches does)."""
 

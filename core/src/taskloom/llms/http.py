@@ -304,8 +304,9 @@ class HTTPLLM(AsyncLLM):
     def session(self) -> Any:
         """The aiohttp session for the running loop, opened on first use there."""
         loop = asyncio.get_running_loop()
-        with self._sessions.lock:
-            session = self._sessions.by_loop.get(loop)
+        sessions = self._sessions  # one read: a private attribute is a slow lookup on a pydantic model
+        with sessions.lock:
+            session = sessions.by_loop.get(loop)
         if session is None or session.closed:
             import aiohttp
 
@@ -317,8 +318,8 @@ class HTTPLLM(AsyncLLM):
                 connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
                 json_serialize=json.dumps,
             )
-            with self._sessions.lock:
-                self._sessions.by_loop[loop] = session
+            with sessions.lock:
+                sessions.by_loop[loop] = session
         return session
 
     def loaded_key(self) -> str | None:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from taskloom._collector import run_collector
 from taskloom.pipeline.base import Sink, SinkWriter, Source
 from taskloom.pipeline.executor import Executor, RunStats
 from taskloom.pipeline.graph import Flow, Graph, PipelineError
@@ -362,7 +363,8 @@ class Pipeline:
                     budget=budget,
                     batches=BatchStore(folder.path / BATCHES_FILENAME if use_cache else None),
                 )
-                _run_coroutine(self._drive(executor, progress, progress_interval, stop_grace))
+                with run_collector():
+                    _run_coroutine(self._drive(executor, progress, progress_interval, stop_grace))
             finally:
                 for writer in (w for ws in writers.values() for w in ws):
                     try:
