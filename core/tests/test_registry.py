@@ -84,6 +84,36 @@ def test_broken_plugin_is_recorded_and_the_others_keep_working(site: Any, caplog
     assert "broken-pkg" in str(caught.value)  # the unknown-name error points at the broken plugin
 
 
+UNBUILDABLE_PLUGIN = """
+import taskloom
+from pydantic import field_validator
+from taskloom.testing import ScriptedLLM
+
+class Unbuildable(ScriptedLLM):
+    # Its validator names a field it does not have: pydantic refuses it when it builds the class.
+
+    @field_validator("no_such_field")
+    @classmethod
+    def check(cls, value):
+        return value
+
+@taskloom.hookimpl
+def register_llms(register):
+    register("unbuildable", Unbuildable)
+"""
+
+
+def test_a_plugin_class_that_cannot_be_built_fails_its_plugin_named_with_its_package(site: Any) -> None:
+    # Components build their validators on first use; a plugin's are built as it registers them,
+    # so the failure is the plugin's, reported with its package, not a surprise at first use.
+    site.install("shaky-pkg", {"shaky": "shaky_plugin"}, {"shaky_plugin": UNBUILDABLE_PLUGIN})
+    site.install("acme-llm", {"acme": "acme_llm"}, {"acme_llm": llm_plugin("acme")})
+    assert "acme" in list_llms() and "unbuildable" not in list_llms()
+    [record] = [r for r in list_plugins() if r.name == "shaky"]
+    assert record.status == "failed" and record.package == "shaky-pkg"
+    assert "Decorators defined with incorrect fields" in (record.error or "")
+
+
 def test_strict_mode_turns_a_broken_plugin_into_an_error(site: Any, monkeypatch) -> None:
     site.install("broken-pkg", {"broken": "broken_plugin"}, {"broken_plugin": "raise RuntimeError('boom')\n"})
     monkeypatch.setenv("TASKLOOM_STRICT_PLUGINS", "1")

@@ -85,6 +85,11 @@ class Component(BaseModel):
         protected_namespaces=(),
         # A mistyped field name (``apikey=...``) must not echo the secret in the error.
         hide_input_in_errors=True,
+        # Validators are built when a class is first used, not when it is defined: a start imports
+        # dozens of components (every source, sink and built-in task) and uses a few, and building
+        # the rest took about 20 ms before the first request. A plugin's classes are still built
+        # as it registers them, so a broken one is reported with its package (see the registry).
+        defer_build=True,
     )
 
     registry_name: ClassVar[str | None] = None

@@ -138,6 +138,10 @@ class _Register(Generic[C]):
             )
         elif declared is None and issubclass(cls, Component):
             type.__setattr__(cls, "registry_name", name)  # the registered name is now the class's too
+        if issubclass(cls, Component) and self._plugin != BUILTINS:
+            # Components build their validators on first use (defer_build); a plugin's are built
+            # now, so a class that cannot be built fails its plugin's load, named with its package.
+            cls.model_rebuild()
         self._sink.append(
             Registration(
                 kind=self.kind,
