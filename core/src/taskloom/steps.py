@@ -232,6 +232,10 @@ class Step(Component, ABC):
     def unload(self) -> None:
         """Release what ``load`` acquired."""
 
+    def is_loaded(self) -> bool:
+        """Whether what ``load`` acquires is held already; a pipeline then neither loads nor unloads it."""
+        return False
+
     @abstractmethod
     def process(self, inputs: list[Row]) -> Iterator[list[Row]]:
         """Yield lists of output rows for one batch of input rows.

@@ -366,6 +366,48 @@ def test_runs_in_two_threads_leave_the_collector_as_they_found_it(tmp_path: Path
     assert gc.get_threshold() == before and gc.get_freeze_count() == 0
 
 
+class HeldLLM(ScriptedLLM):
+    """Knows whether it is loaded, and counts what loading it cost."""
+
+    registry_name: ClassVar[str | None] = None
+    loads: int = 0
+    unloads: int = 0
+    held: bool = False
+
+    def load(self) -> None:
+        if not self.held:
+            self.loads += 1
+            self.held = True
+
+    def unload(self) -> None:
+        if self.held:
+            self.unloads += 1
+            self.held = False
+
+    def is_loaded(self) -> bool:
+        return self.held
+
+
+def test_a_run_leaves_an_llm_its_caller_loaded_loaded_and_loads_only_once(tmp_path: Path) -> None:
+    llm = HeldLLM(replies=["yes"])
+    llm.load()
+    task = get_task("text-generation", name="answer", llm=llm)
+    for run in range(3):
+        result = Pipeline(task, source=[{"instruction": "q"}], name="held").run(
+            output=tmp_path / str(run), progress=None
+        )
+        assert [row["generation"] for row in result.rows()] == ["yes"]
+    assert (llm.loads, llm.unloads, llm.is_loaded()) == (1, 0, True)
+
+
+def test_a_run_loads_what_it_needs_and_unloads_it_once_even_when_two_steps_share_an_llm(tmp_path: Path) -> None:
+    llm = HeldLLM(replies=["yes"])
+    first = get_task("text-generation", name="first", llm=llm)
+    second = get_task("text-generation", name="second", llm=llm, input_mappings={"instruction": "generation"})
+    Pipeline(first >> second, source=[{"instruction": "q"}], name="shared").run(output=tmp_path, progress=None)
+    assert (llm.loads, llm.unloads, llm.is_loaded()) == (1, 1, False)
+
+
 class TogetherLLM(ScriptedLLM):
     """A sync LLM that answers several calls together (as a local model that batches does)."""
 

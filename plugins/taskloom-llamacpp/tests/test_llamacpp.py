@@ -412,3 +412,28 @@ def test_parallel_does_not_change_the_cache_identity() -> None:
     from taskloom.pipeline.cache import llm_identity
 
     assert llm_identity(LlamaCppLLM(parallel=1)) == llm_identity(LlamaCppLLM(parallel=8))
+
+
+def test_runs_leave_a_model_their_caller_loaded_loaded(tmp_path: Path) -> None:
+    from taskloom import Pipeline, get_task
+
+    llm = LlamaCppLLM(generation_kwargs=QUICK)
+    llm.load()
+    try:
+        held = llm._holding
+        assert held is not None and llm.is_loaded()
+        task = get_task("text-generation", llm=llm)
+        for run in range(2):
+            Pipeline(task, source=[{"instruction": "Name a fruit."}], name="kept").run(
+                output=tmp_path / str(run), progress=None
+            )
+            assert llm._holding is held  # not unloaded, not loaded again
+    finally:
+        llm.unload()
+    assert not llm.is_loaded()
+    # Without the caller's load, a run loads the model and lets it go when it ends.
+    other = LlamaCppLLM(generation_kwargs=QUICK)
+    Pipeline(get_task("text-generation", llm=other), source=[{"instruction": "Hi."}], name="own").run(
+        output=tmp_path / "own", progress=None
+    )
+    assert not other.is_loaded()

@@ -230,3 +230,23 @@ def test_loading_beside_a_dead_server_restarts_it_for_every_holder(served: Llama
     assert served.generate(CHATS[:1])[0]["generations"][0]
     served.unload()
     assert process.poll() is not None
+
+
+def test_runs_leave_the_server_their_caller_started_running(tmp_path: Path) -> None:
+    # Starting a server takes seconds: a pipeline must not stop the one its caller holds.
+    llm = LlamaServerLLM(parallel=2, generation_kwargs=QUICK)
+    llm.load()
+    try:
+        assert llm._holding is not None
+        process = llm._holding.held.server.process
+        task = get_task("text-generation", llm=llm)
+        for run in range(2):
+            result = Pipeline(task, source=[{"instruction": "Name a fruit."}], name="kept").run(
+                output=tmp_path / str(run), progress=None
+            )
+            assert result.stats.failed == 0
+            assert llm.is_loaded() and llm._holding is not None and llm._holding.held.server.process is process
+            assert process is not None and process.poll() is None
+    finally:
+        llm.unload()
+    assert process.poll() is not None and not llm.is_loaded()

@@ -119,6 +119,15 @@ class LLM(Component):
     def unload(self) -> None:
         """Release what ``load`` acquired."""
 
+    def is_loaded(self) -> bool:
+        """Whether ``load`` has run and ``unload`` has not (False when this LLM cannot tell).
+
+        A pipeline leaves an LLM its caller loaded as it found it, loaded, so running several
+        pipelines on one local model does not load it again for each; an LLM that answers False
+        here is loaded and unloaded by every run, as before. Override it when loading costs time.
+        """
+        return False
+
     # -- what callers use ----------------------------------------------------------------------
 
     def options(self, overrides: Mapping[str, Any] | None = None) -> GenerationOptions:

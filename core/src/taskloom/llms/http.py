@@ -285,6 +285,9 @@ class HTTPLLM(AsyncLLM):
             )
         self._key = key
 
+    def is_loaded(self) -> bool:
+        return self._key is not None
+
     def unload(self) -> None:
         for loop, session in self._sessions.pop_all():
             close_on_loop(loop, session.close)

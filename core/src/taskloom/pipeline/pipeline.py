@@ -283,7 +283,7 @@ class Pipeline:
             parents = self.graph.parents[name]
             branches = [made[p] for p in parents] if parents else [[dict(r) for r in rows]]
             inputs = [row for branch in branches for row in branch]
-            loads = load or not isinstance(step, Task)
+            loads = (load or not isinstance(step, Task)) and not step.is_loaded()
             if loads:
                 step.load()
             try:
@@ -349,8 +349,11 @@ class Pipeline:
                     for sink in sinks:
                         writers[leaf].append(sink.open(folder.data_dir, leaf))
                 for name in self.graph.order:
-                    self.graph.steps[name].load()
-                    loaded.append(self.graph.steps[name])
+                    step = self.graph.steps[name]
+                    if step.is_loaded():  # the caller loaded it: it is left loaded after the run
+                        continue
+                    step.load()
+                    loaded.append(step)
                 executor = Executor(
                     self.graph,
                     chosen,

@@ -162,6 +162,9 @@ class Task(Step):
         if self.llm is not None:
             self.llm.unload()
 
+    def is_loaded(self) -> bool:
+        return self.llm is not None and self.llm.is_loaded()
+
     def llm_kwargs(self) -> dict[str, Any]:
         """Generation options for this task's calls: the LLM's own, plus any the task itself needs.
 

@@ -168,6 +168,9 @@ class LlamaCppLLM(LLM):
         if holding is not None:
             release(holding.held)
 
+    def is_loaded(self) -> bool:
+        return self._holding is not None
+
     def _model(self) -> SharedModel:
         if self._holding is None:
             self.load()

@@ -126,6 +126,9 @@ class LlamaServerLLM(HTTPLLM):
             if self._holding is None:
                 self._holding = Holding(_acquire(self))
 
+    def is_loaded(self) -> bool:
+        return self._holding is not None
+
     def unload(self) -> None:
         with _SHARED_LOCK:
             holding, self._holding = self._holding, None
