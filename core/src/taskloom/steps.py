@@ -233,7 +233,7 @@ class Step(Component, ABC):
         """Release what ``load`` acquired."""
 
     def is_loaded(self) -> bool:
-        """Whether what ``load`` acquires is held already; a pipeline then neither loads nor unloads it."""
+        """Whether what ``load`` acquires is held already; a pipeline that finds it so does not unload it."""
         return False
 
     @abstractmethod

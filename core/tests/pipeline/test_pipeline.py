@@ -400,6 +400,25 @@ def test_a_run_leaves_an_llm_its_caller_loaded_loaded_and_loads_only_once(tmp_pa
     assert (llm.loads, llm.unloads, llm.is_loaded()) == (1, 0, True)
 
 
+def test_a_task_with_a_load_of_its_own_still_gets_it_every_run_beside_a_loaded_llm(tmp_path: Path) -> None:
+    from taskloom import TextGeneration
+
+    class Counting(TextGeneration):
+        registry_name: ClassVar[str | None] = None
+        prepared: int = 0
+
+        def load(self) -> None:
+            super().load()
+            self.prepared += 1  # per-run state a task sets up in load
+
+    llm = HeldLLM(replies=["yes"])
+    llm.load()
+    task = Counting(name="answer", llm=llm)
+    for run in range(2):
+        Pipeline(task, source=[{"instruction": "q"}], name="own-load").run(output=tmp_path / str(run), progress=None)
+    assert task.prepared == 2 and (llm.loads, llm.unloads) == (1, 0)
+
+
 def test_a_run_loads_what_it_needs_and_unloads_it_once_even_when_two_steps_share_an_llm(tmp_path: Path) -> None:
     llm = HeldLLM(replies=["yes"])
     first = get_task("text-generation", name="first", llm=llm)

@@ -122,9 +122,10 @@ class LLM(Component):
     def is_loaded(self) -> bool:
         """Whether ``load`` has run and ``unload`` has not (False when this LLM cannot tell).
 
-        A pipeline leaves an LLM its caller loaded as it found it, loaded, so running several
-        pipelines on one local model does not load it again for each; an LLM that answers False
-        here is loaded and unloaded by every run, as before. Override it when loading costs time.
+        A pipeline still calls ``load`` (so ``load`` must be cheap on a loaded LLM) but leaves an
+        LLM its caller loaded as it found it, loaded, so running several pipelines on one local
+        model does not load it again for each; an LLM that answers False here is unloaded by
+        every run, as before. Override it when loading costs time.
         """
         return False
 

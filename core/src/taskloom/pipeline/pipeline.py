@@ -283,7 +283,8 @@ class Pipeline:
             parents = self.graph.parents[name]
             branches = [made[p] for p in parents] if parents else [[dict(r) for r in rows]]
             inputs = [row for branch in branches for row in branch]
-            loads = (load or not isinstance(step, Task)) and not step.is_loaded()
+            loads = load or not isinstance(step, Task)
+            held = step.is_loaded()  # loaded by the caller: left loaded afterwards
             if loads:
                 step.load()
             try:
@@ -294,7 +295,7 @@ class Pipeline:
                 else:
                     outputs = run_work(step.work([dict(r) for r in inputs]))
             finally:
-                if loads:
+                if loads and not held:
                     step.unload()
             made[name] = outputs
             yield name, inputs, outputs, step
@@ -350,10 +351,10 @@ class Pipeline:
                         writers[leaf].append(sink.open(folder.data_dir, leaf))
                 for name in self.graph.order:
                     step = self.graph.steps[name]
-                    if step.is_loaded():  # the caller loaded it: it is left loaded after the run
-                        continue
+                    held = step.is_loaded()  # loaded by the caller: left loaded after the run
                     step.load()
-                    loaded.append(step)
+                    if not held:
+                        loaded.append(step)
                 executor = Executor(
                     self.graph,
                     chosen,
