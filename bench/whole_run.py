@@ -31,7 +31,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from openai_throughput import start_server
+from openai_throughput import compile_sources, start_server
 
 TARGET_RATIO = 0.95
 TARGET_START_RATIO = 1.3
@@ -142,6 +142,7 @@ def run_once(script: Path, url: str, rows: int, concurrency: int, work: Path) ->
 def measure(
     rows: int = 1000, repeat: int = 3, concurrencies: tuple[int, ...] = CONCURRENCIES, delay: float = 0.2
 ) -> dict[str, Any]:
+    compile_sources()
     process, url = start_server(delay)
     results: dict[int, dict[str, dict[str, float]]] = {}
     try:

@@ -10,9 +10,11 @@ Plugin commands are looked up only when the command asked for is not a built-in 
 
 from __future__ import annotations
 
-import argparse
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
+
+if TYPE_CHECKING:  # argparse costs a run 2-3 ms of start-up; only the CLI needs it
+    import argparse
 
 
 class Command(ABC):

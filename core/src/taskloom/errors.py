@@ -7,7 +7,6 @@ column is a ``ValueError``, an unknown name a ``LookupError``) so generic handle
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable, Sequence
 
 
@@ -29,6 +28,8 @@ class UnknownNameError(TaskloomError, LookupError):
         self.name = name
         self.installed = list(installed)
         self.broken = list(broken)
+        import difflib  # only for an unknown name, not at every start-up
+
         close = difflib.get_close_matches(name, self.installed, n=3, cutoff=0.5)
         lines = [f"No {kind} named {name!r} is installed."]
         if close:
