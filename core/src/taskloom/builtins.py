@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from taskloom.hookspecs import hookimpl
-from taskloom.registry import LLMRegister, SinkRegister, SourceRegister, StepRegister, TaskRegister
+from taskloom.registry import ExecutorRegister, LLMRegister, SinkRegister, SourceRegister, StepRegister, TaskRegister
 
 
 @hookimpl
@@ -53,3 +53,10 @@ def register_sinks(register: SinkRegister) -> None:
     register(JsonlSink)
     register(ParquetSink)
     register(DatasetSink)
+
+
+@hookimpl
+def register_executors(register: ExecutorRegister) -> None:
+    from taskloom.pipeline.executors import LocalExecutor
+
+    register(LocalExecutor)

@@ -342,6 +342,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from taskloom.errors import BudgetExceededError, JudgeUnreadableError, RunInterrupted
 
     output = args.output or config.output
+    executor = _executor(args)
     try:
         result = pipeline.run(
             config.parameters,
@@ -350,6 +351,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             progress=choose_progress(args.progress),
             budget_usd=args.budget_usd,
             max_requests=args.max_requests,
+            executor=executor,
         )
     except RunInterrupted as stop:
         print(f"taskloom: {stop}", file=sys.stderr)
@@ -368,6 +370,25 @@ def _cmd_run(args: argparse.Namespace) -> int:
             print(f"{name}: {made}")
     print(f"\noutput folder: {result.output_dir} (run the same command again to resume; --no-cache to redo)")
     return 0
+
+
+def _executor(args: argparse.Namespace) -> Any:
+    """The executor ``--executor`` names, with ``--address`` as its field when it has one."""
+    from taskloom.errors import TaskloomError
+    from taskloom.pipeline.executors import PipelineExecutor
+    from taskloom.registry import get_executor, get_registry
+
+    name = args.executor or "local"
+    cls: type[PipelineExecutor] = get_registry().resolve("executor", name).cls
+    options: dict[str, Any] = {}
+    if args.address is not None:
+        if "address" not in cls.model_fields:
+            raise TaskloomError(
+                f"--address is for an executor that connects to a cluster (such as ray); the {name!r} executor "
+                "takes none."
+            )
+        options["address"] = args.address
+    return get_executor(name, **options)
 
 
 def _preview(rows: Any, limit: int = 5, width: int = 40) -> str:
@@ -460,6 +481,12 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     )
     run.add_argument("--sample", type=int, default=20, help="source rows the estimate formats (default 20)")
     run.add_argument("--json", action="store_true", help="with --estimate: print JSON for scripts")
+    run.add_argument(
+        "--executor", metavar="NAME", help="where the rows run: local (default) or an installed executor such as ray"
+    )
+    run.add_argument(
+        "--address", metavar="auto|HOST:PORT", help="the cluster an executor joins (ray: default, a local cluster)"
+    )
     run.set_defaults(run=_cmd_run)
 
     show = commands.add_parser("show", help="a pipeline's steps, columns and runtime parameters")

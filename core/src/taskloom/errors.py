@@ -14,6 +14,24 @@ class TaskloomError(Exception):
     """Base of every error taskloom raises deliberately."""
 
 
+KNOWN_PACKAGES: dict[str, str] = {
+    "openai": "taskloom-openai",
+    "anthropic": "taskloom-anthropic",
+    "llamacpp": "taskloom-llamacpp",
+    "llamacpp-server": "taskloom-llamacpp",
+    "huggingface": "taskloom-huggingface",
+    "hub": "taskloom-huggingface",
+    "push": "taskloom-huggingface",
+    "deduplicate": "taskloom-curate",
+    "filter": "taskloom-curate",
+    "format-sft": "taskloom-curate",
+    "format-dpo": "taskloom-curate",
+    "format-kto": "taskloom-curate",
+    "ray": "taskloom-ray",
+}
+"""Names this project's own plugin packages register, so an unknown one can say what to install."""
+
+
 class UnknownNameError(TaskloomError, LookupError):
     """A task or LLM name that no installed package registers."""
 
@@ -39,7 +57,11 @@ class UnknownNameError(TaskloomError, LookupError):
             lines.append(
                 "Plugins that could not be used may be the one you want (see `taskloom plugins`): " + "; ".join(broken)
             )
-        lines.append(f"Install the package that provides {name!r}, or check the spelling.")
+        package = KNOWN_PACKAGES.get(name)
+        if package is not None and not broken:
+            lines.append(f"{name!r} comes with the {package} package: pip install {package}")
+        else:
+            lines.append(f"Install the package that provides {name!r}, or check the spelling.")
         super().__init__("\n".join(lines))
 
 

@@ -21,6 +21,7 @@ import pluggy
 if TYPE_CHECKING:
     from taskloom.registry import (
         CommandRegister,
+        ExecutorRegister,
         LLMRegister,
         SinkRegister,
         SourceRegister,
@@ -75,6 +76,16 @@ def register_sinks(register: SinkRegister) -> None:
 
     Each class must subclass :class:`taskloom.pipeline.Sink`; it receives each leaf step's rows in
     input order.
+    """
+
+
+@hookspec
+def register_executors(register: ExecutorRegister) -> None:
+    """Register executors, which decide where a pipeline's rows run: ``register(RayExecutor)``.
+
+    Each class must subclass :class:`taskloom.plugin.PipelineExecutor` and implement
+    ``run(pipeline, request) -> RunResult``; ``Pipeline.run(executor=NAME)`` and ``taskloom run
+    --executor NAME`` pick it. Core's ``local`` executor is registered through this hook too.
     """
 
 

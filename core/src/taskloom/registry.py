@@ -28,13 +28,14 @@ from taskloom.component import Component, defined_class
 from taskloom.errors import PluginConflictError, PluginError, UnknownNameError
 from taskloom.llms.base import LLM
 from taskloom.pipeline.base import Sink, Source
+from taskloom.pipeline.executors import PipelineExecutor
 from taskloom.plugins import PluginRecord
 from taskloom.steps import Step
 from taskloom.tasks.base import Task
 
 logger = logging.getLogger("taskloom.plugins")
 
-Kind = Literal["llm", "task", "step", "source", "sink", "command"]
+Kind = Literal["llm", "task", "step", "source", "sink", "executor", "command"]
 C = TypeVar("C", bound=type)
 _BASES: dict[Kind, type] = {
     "llm": LLM,
@@ -42,6 +43,7 @@ _BASES: dict[Kind, type] = {
     "step": Step,
     "source": Source,
     "sink": Sink,
+    "executor": PipelineExecutor,
     "command": Command,
 }
 _HOOKS: dict[Kind, str] = {
@@ -50,6 +52,7 @@ _HOOKS: dict[Kind, str] = {
     "step": "register_steps",
     "source": "register_sources",
     "sink": "register_sinks",
+    "executor": "register_executors",
     "command": "register_commands",
 }
 _LABEL: dict[Kind, str] = {
@@ -58,6 +61,7 @@ _LABEL: dict[Kind, str] = {
     "step": "step",
     "source": "source",
     "sink": "sink",
+    "executor": "executor",
     "command": "command",
 }
 BUILTINS = "taskloom"
@@ -186,6 +190,12 @@ class SinkRegister(_Register[type[Sink]]):
     kind: Kind = "sink"
 
 
+class ExecutorRegister(_Register[type[PipelineExecutor]]):
+    """``register(ExecutorClass, aliases=(), description=None)``, given to ``register_executors``."""
+
+    kind: Kind = "executor"
+
+
 class CommandRegister(_Register[type[Command]]):
     """``register(CommandClass, aliases=(), description=None)``, given to ``register_commands``."""
 
@@ -198,6 +208,7 @@ _REGISTERS: dict[Kind, type[_Register[Any]]] = {
     "step": StepRegister,
     "source": SourceRegister,
     "sink": SinkRegister,
+    "executor": ExecutorRegister,
     "command": CommandRegister,
 }
 
@@ -493,6 +504,17 @@ def get_sink(name: str, /, **fields: Any) -> Sink:
     """Build the pipeline sink registered as ``name``: ``get_sink("parquet")``."""
     sink: Sink = get_registry().resolve("sink", name).cls(**fields)
     return sink
+
+
+def get_executor(name: str, /, **fields: Any) -> PipelineExecutor:
+    """Build the executor registered as ``name``: ``get_executor("ray", address="auto")``."""
+    executor: PipelineExecutor = get_registry().resolve("executor", name).cls(**fields)
+    return executor
+
+
+def list_executors() -> dict[str, type[PipelineExecutor]]:
+    """Every installed executor name and its class, sorted by name."""
+    return {reg.name: reg.cls for reg in get_registry().registrations("executor")}
 
 
 def list_steps() -> dict[str, type[Step]]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from taskloom.component import Component
 from taskloom.errors import TaskloomError
@@ -59,6 +59,13 @@ class SinkWriter(ABC):
 
 class Sink(Component, ABC):
     """Where the rows of a leaf step go: a file in the run's folder, or memory."""
+
+    writes_files: ClassVar[bool] = False
+    """Whether the sink writes one file per leaf step in the run folder (``result()`` gives it).
+
+    An executor that splits the rows into shards writes such a sink once per shard, a part file
+    each; a sink that does not (a ``datasets.Dataset``, an upload) is fed every row at the end.
+    """
 
     @abstractmethod
     def open(self, directory: Path, leaf: str) -> SinkWriter:

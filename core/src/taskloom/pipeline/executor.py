@@ -19,6 +19,7 @@ Why it is shaped this way:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import json
 import logging
@@ -194,6 +195,24 @@ class StepStats:
                 parts.append(f"{name} {value}")
         return ", ".join(parts)
 
+    def add(self, other: StepStats) -> None:
+        """Count ``other``'s work as this step's too: the same step run over another part of the rows.
+
+        Counters add up; the rows left out add up by reason. What cannot be summed from two
+        counts (a judge's statistics, a step's own measurement, the live limiter) is not.
+        """
+        for name in _SUMMED:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for reason, count in other.dropped.items():
+            self.dropped[reason] = self.dropped.get(reason, 0) + count
+        self.model = self.model or other.model
+        self.local = self.local or other.local
+        self.max_concurrency = self.max_concurrency or other.max_concurrency
+
+    def portable(self) -> StepStats:
+        """A copy without the live limiter, to send to another process (a cluster's driver)."""
+        return dataclasses.replace(self, limiter=None, dropped=dict(self.dropped))
+
     def as_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
             "rows_in": self.rows_in,
@@ -220,6 +239,23 @@ class StepStats:
                 rows_stopped=self.stopped,
             )
         return data
+
+
+_SUMMED = (
+    "rows_in",
+    "rows_out",
+    "rows_failed",
+    "requests",
+    "in_flight",
+    "retries",
+    "cached",
+    "input_tokens",
+    "output_tokens",
+    "rate_limited",
+    "stopped",
+    "cost_usd",
+    "unpriced_requests",
+)
 
 
 @dataclass
@@ -253,6 +289,20 @@ class RunStats:
 
     def cost_text(self) -> str:
         return _cost_text(self.cost_usd, sum(s.unpriced_requests for s in self.steps.values()))
+
+    def add(self, other: RunStats) -> None:
+        """Count ``other``'s rows and requests as this run's too (a shard's, say); see :meth:`StepStats.add`."""
+        self.read += other.read
+        self.done += other.done
+        for name, step in other.steps.items():
+            if name in self.steps:
+                self.steps[name].add(step)
+            else:
+                self.steps[name] = step.portable()
+
+    def portable(self) -> RunStats:
+        """A copy that pickles (no live limiter), to send to another process."""
+        return dataclasses.replace(self, steps={name: step.portable() for name, step in self.steps.items()})
 
     def as_dict(self) -> dict[str, Any]:
         """The run's counters as plain data (``run.json``)."""

@@ -37,6 +37,8 @@ if TYPE_CHECKING:
     import datasets
 
     from taskloom.pipeline.estimate import RunEstimate
+    from taskloom.pipeline.executors import PipelineExecutor, RunRequest
+    from taskloom.pipeline.run_folder import RunFolder
     from taskloom.pricing import PriceTable
 
 logger = logging.getLogger("taskloom.pipeline")
@@ -55,7 +57,8 @@ class RunResult:
     sinks: dict[str, Any] = field(default_factory=dict)
     """Each sink's ``result()`` by its type name (a path, a ``datasets.Dataset``...)."""
     files: dict[str, Path] = field(default_factory=dict)
-    """The JSONL file of each leaf step, when a JSONL sink ran."""
+    """The JSONL output of each leaf step, when a JSONL sink ran: one file, or a folder of
+    ``part-*.jsonl`` files in row order (an executor that writes a part per shard)."""
 
     @property
     def dataset(self) -> datasets.Dataset:
@@ -77,7 +80,9 @@ class RunResult:
 
         if not self.files:
             raise PipelineError("No JSONL output to read: add a 'jsonl' or a 'dataset' sink.")
-        return {leaf: datasets.Dataset.from_json(str(path)) for leaf, path in self.files.items()}
+        return {
+            leaf: datasets.Dataset.from_json([str(p) for p in _jsonl_files(path)]) for leaf, path in self.files.items()
+        }
 
     def rows(self, leaf: str | None = None) -> Iterator[Row]:
         """The output rows of a leaf step, streamed from its JSONL file."""
@@ -86,10 +91,16 @@ class RunResult:
         name = leaf or (self.leaves[0] if len(self.leaves) == 1 else None)
         if name is None or name not in self.files:
             raise PipelineError(f"Name one of the leaf steps with a JSONL output: {sorted(self.files)}.")
-        with self.files[name].open(encoding="utf-8") as handle:
-            for line in handle:
-                if line.strip():
-                    yield json.loads(line)
+        for path in _jsonl_files(self.files[name]):
+            with path.open(encoding="utf-8") as handle:
+                for line in handle:
+                    if line.strip():
+                        yield json.loads(line)
+
+
+def _jsonl_files(path: Path) -> list[Path]:
+    """A leaf's JSONL output as files in row order: the file itself, or a folder's parts by name."""
+    return sorted(path.glob("part-*.jsonl")) if path.is_dir() else [path]
 
 
 @dataclass
@@ -312,6 +323,7 @@ class Pipeline:
         budget_usd: float | None = None,
         max_requests: int | None = None,
         stop_grace: float = 5.0,
+        executor: str | PipelineExecutor | None = None,
     ) -> RunResult:
         """Run the pipeline into ``output`` (default ``out/<name>``); a rerun there resumes from its cache.
 
@@ -321,21 +333,48 @@ class Pipeline:
         finish for up to ``stop_grace`` seconds (a second signal stops at once), writes every
         finished row and raises :class:`~taskloom.errors.RunInterrupted` (a ``KeyboardInterrupt``).
         Either way the same call resumes from the cache without paying again.
+
+        ``executor`` says where the rows run: ``"local"`` (the default, this process) or the name
+        of an installed executor (``"ray"`` with ``taskloom-ray``), or an executor built with its
+        settings (``get_executor("ray", address="auto")``). Everything above is checked here,
+        before the executor starts, whichever it is.
         """
+        from taskloom.pipeline.executors import RunRequest, executor_for
+
+        _exit_quickly()
+        runner = executor_for(executor)
+        chosen, _ = self._prepare(parameters, source)
+        if (budget_usd is not None or max_requests is not None) and not runner.handles_budget:
+            raise PipelineError(
+                f"The {runner.type_name()!r} executor cannot keep budget_usd or max_requests over all of its "
+                "workers yet; run with the local executor to cap the spending, or without the cap."
+            )
+        if budget_usd is not None or max_requests is not None:
+            self._check_budget(budget_usd, max_requests, self.price_table(), chosen)
+        request = RunRequest(
+            source=chosen,
+            output=Path(output) if output is not None else DEFAULT_OUTPUT / self.name,
+            use_cache=use_cache,
+            progress=progress,
+            progress_interval=progress_interval,
+            budget_usd=budget_usd,
+            max_requests=max_requests,
+            stop_grace=stop_grace,
+        )
+        return runner.run(self, request)
+
+    def _run_local(self, request: RunRequest) -> RunResult:
+        """The local executor's run: every row through the steps on one event loop in this process."""
         from taskloom.pipeline.batching import BATCHES_FILENAME, BatchStore
         from taskloom.pipeline.budget import Budget
         from taskloom.pipeline.run_folder import RunFolder
         from taskloom.registry import get_sink
 
-        _exit_quickly()
-        chosen, _ = self._prepare(parameters, source)
+        chosen, budget_usd, max_requests = request.source, request.budget_usd, request.max_requests
+        use_cache, progress, progress_interval = request.use_cache, request.progress, request.progress_interval
         prices = self.price_table()
-        budget = None
-        if budget_usd is not None or max_requests is not None:
-            self._check_budget(budget_usd, max_requests, prices, chosen)
-            budget = Budget(budget_usd, max_requests)
-        target = Path(output) if output is not None else DEFAULT_OUTPUT / self.name
-        folder = RunFolder(target, self.name, self.signature())
+        budget = Budget(budget_usd, max_requests) if budget_usd is not None or max_requests is not None else None
+        folder = RunFolder(request.output, self.name, self.signature())
         folder.claim()
         sinks = self.sinks or [get_sink("jsonl")]
         leaves = self.graph.leaves
@@ -368,7 +407,7 @@ class Pipeline:
                     batches=BatchStore(folder.path / BATCHES_FILENAME if use_cache else None),
                 )
                 with run_collector():
-                    _run_coroutine(self._drive(executor, progress, progress_interval, stop_grace))
+                    _run_coroutine(self._drive(executor, progress, progress_interval, request.stop_grace))
             finally:
                 for writer in (w for ws in writers.values() for w in ws):
                     try:
@@ -382,14 +421,7 @@ class Pipeline:
                         cached = len(cache)
                     cache.close()
                 if executor is not None and executor.stats.finished is not None:
-                    with contextlib.suppress(OSError):
-                        folder.record_run(_run_record(executor.stats, prices, budget_usd, max_requests))
-                    try:
-                        from taskloom.pipeline.card import write_card
-
-                        write_card(self, executor.stats, folder.data_dir)
-                    except Exception:  # the card describes the data; it must never cost the data
-                        logger.warning("could not write the dataset card", exc_info=True)
+                    self.record_run(folder, executor.stats, request)
             if executor.stats.stopping is None:
                 for sink in sinks:
                     sink.finish(folder.data_dir)
@@ -405,6 +437,21 @@ class Pipeline:
         if stats.stopping is not None:
             _raise_stopped(result, stats, cached, budget_usd, max_requests)
         return result
+
+    def record_run(self, folder: RunFolder, stats: RunStats, request: RunRequest) -> None:
+        """Write down a run that ended: its counters in ``run.json`` and the dataset card.
+
+        Every executor calls it once, at the end, while it holds the folder's lock. Neither write
+        may cost the rows: a failure is logged, not raised.
+        """
+        from taskloom.pipeline.card import write_card
+
+        with contextlib.suppress(OSError):
+            folder.record_run(_run_record(stats, self.price_table(), request.budget_usd, request.max_requests))
+        try:
+            write_card(self, stats, folder.data_dir)
+        except Exception:  # the card describes the data; it must never cost the data
+            logger.warning("could not write the dataset card", exc_info=True)
 
     def _check_budget(
         self, budget_usd: float | None, max_requests: int | None, prices: PriceTable, source: Source

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import suppress
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, ClassVar
 
 from pydantic import Field, PrivateAttr, field_validator
 
@@ -87,6 +87,8 @@ class _LineWriter(SinkWriter):
 
 class _FileSink(Sink):
     """A sink writing one file per leaf step, named from a ``{leaf}`` template."""
+
+    writes_files: ClassVar[bool] = True
 
     filename: str = Field(description="The file name in the run's output folder; {leaf} is the leaf step's name.")
     _paths: dict[str, Path] = PrivateAttr(default_factory=dict)

@@ -1,0 +1,113 @@
+"""The shard worker: a Ray actor that runs whole shards with the local engine.
+
+A worker holds the pipeline (its steps loaded once, when the actor starts), and runs each shard
+handed to it as a local run of its own: the shard's rows through every step on an event loop of
+its own, with taskloom's row recipe, retries, error rows and a SQLite cache in the shard's
+folder, each answer committed as it arrives. Rows never travel between steps through Ray; only
+the shard's range goes in and a small manifest comes back.
+
+Shards run in the actor's threads (``shards_per_worker`` at once, the back-pressure); progress
+and health calls have a thread of their own, so the driver can read a busy worker's counters.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from taskloom.plugin import LocalExecutor, Pipeline, RunRequest, RunStats, Sink, Source, get_sink
+from taskloom_ray.shards import Layout, Shard, ShardError, ShardSource, publish, write_json
+
+
+class ShardWorker:
+    """Runs shards of one pipeline into one run folder (wrapped by ``ray.remote`` at run time)."""
+
+    def __init__(self, pipeline: Pipeline, root: str, marker: str, sinks: list[Sink]) -> None:
+        if not Path(marker).exists():
+            raise ShardError(
+                f"This worker (host {socket.gethostname()}) cannot see the run folder {root!r}: the driver's "
+                f"marker {marker} is not there. Every node must see the run folder at the same path: put it "
+                "on a shared file system (NFS, a mounted bucket) and pass that path as the output."
+            )
+        self.pipeline = pipeline
+        self.layout = Layout(Path(root))
+        self.sinks = sinks
+        self.live: dict[int, RunStats] = {}
+        for step in pipeline.steps.values():
+            step.load()  # once per worker: each shard's run leaves a loaded step loaded
+
+    def run_shard(self, shard: Shard, source: Source, options: dict[str, Any]) -> dict[str, Any]:
+        """Run one shard and publish its parts; its manifest (what it made and paid)."""
+        started = time.time()
+        own = copy.copy(self.pipeline)
+        own.sinks = [sink.model_copy(deep=True) for sink in self.sinks]  # a sink remembers its files
+        request = RunRequest(
+            source=ShardSource(source=source, start=shard.start, stop=shard.stop),
+            output=self.layout.shard_dir(shard),
+            use_cache=options.get("use_cache", True),
+            progress=lambda stats: self.live.__setitem__(shard.index, stats),
+            progress_interval=float(options.get("progress_interval", 0.5)),
+        )
+        try:
+            result = LocalExecutor().run(own, request)
+        finally:
+            self.live.pop(shard.index, None)
+        made: dict[str, list[Path]] = {}
+        for sink in own.sinks:
+            files = sink.result()
+            if isinstance(files, Path) and len(result.leaves) == 1:
+                made.setdefault(result.leaves[0], []).append(files)
+            elif isinstance(files, dict):
+                for leaf, path in files.items():
+                    made.setdefault(str(leaf), []).append(Path(path))
+        stats = result.stats
+        manifest = {
+            "shard": shard.index,
+            "start": shard.start,
+            "stop": shard.stop,
+            "rows": {leaf: stats.steps[leaf].rows_out for leaf in result.leaves},
+            "columns": {leaf: _columns(paths) for leaf, paths in made.items()},
+            "requests": sum(s.requests for s in stats.steps.values()),
+            "cached": sum(s.cached for s in stats.steps.values()),
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "seconds": round(time.time() - started, 3),
+            "stats": stats.as_dict(),
+        }
+        manifest["parts"] = publish(self.layout, shard, made)
+        write_json(self.layout.manifest(shard), manifest)  # last: its presence means "finished"
+        return {"manifest": manifest, "stats": stats.portable()}
+
+    def progress(self) -> list[RunStats]:
+        """The counters of the shards running now (copies that pickle)."""
+        return [stats.portable() for stats in list(self.live.values())]
+
+    def ping(self) -> int:
+        """This worker's process id: alive, and which process it is."""
+        return os.getpid()
+
+
+def _columns(paths: list[Path]) -> list[str]:
+    """The columns of a part's first row (its JSON Lines file's), for the manifest."""
+    import json
+
+    for path in paths:
+        if path.suffix == ".jsonl":
+            with path.open(encoding="utf-8") as handle:
+                for line in handle:
+                    if line.strip():
+                        return list(json.loads(line))
+    return []
+
+
+def shard_sinks(sinks: list[Sink]) -> list[Sink]:
+    """The sinks each shard writes: the file-writing ones (a JSONL one at least, which the driver
+    reads back for the sinks that are fed at the end)."""
+    own = [sink for sink in sinks if sink.writes_files]
+    if not any(sink.type_name() == "jsonl" for sink in own):
+        own.append(get_sink("jsonl"))
+    return own
