@@ -29,7 +29,9 @@ typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
 test: $(STAMP) lint typecheck
-	$(PY) -m pytest
+	$(PY) -m pytest -m "not ray"
+	# The Ray executor's tests, on a real local Ray cluster: a step of their own.
+	$(PY) -m pytest -m ray plugins/taskloom-ray/tests
 
 demo: $(STAMP)
 	$(VENV)/bin/taskloom run examples/quickstart.yaml

@@ -332,7 +332,8 @@ class _Run:
     def _result(self, sinks: list[Any], own_sinks: list[Any]) -> RunResult:
         leaves = self.pipeline.graph.leaves
         result = RunResult(self.folder.data_dir, self.stats, leaves)
-        result.files = {leaf: self.layout.data / leaf for leaf in leaves}
+        if any(sink.type_name() == "jsonl" for sink in own_sinks):
+            result.files = {leaf: self.layout.data / leaf for leaf in leaves}
         for sink in own_sinks:
             result.sinks[sink.type_name()] = {leaf: self.layout.data / leaf for leaf in leaves}
         for sink in sinks:

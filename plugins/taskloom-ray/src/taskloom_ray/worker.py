@@ -105,9 +105,12 @@ def _columns(paths: list[Path]) -> list[str]:
 
 
 def shard_sinks(sinks: list[Sink]) -> list[Sink]:
-    """The sinks each shard writes: the file-writing ones (a JSONL one at least, which the driver
-    reads back for the sinks that are fed at the end)."""
+    """The sinks each shard writes: the file-writing ones the pipeline has (JSON Lines if none).
+
+    A sink that writes no file (a ``datasets.Dataset``, an upload) is fed at the end from the
+    JSON Lines parts, so one is written whenever such a sink is there.
+    """
     own = [sink for sink in sinks if sink.writes_files]
-    if not any(sink.type_name() == "jsonl" for sink in own):
+    if not own or (len(own) < len(sinks) and not any(sink.type_name() == "jsonl" for sink in own)):
         own.append(get_sink("jsonl"))
     return own

@@ -1,0 +1,374 @@
+"""The Ray executor on a real local Ray cluster, against a real loopback HTTP server.
+
+One cluster for the module, started by this process (4 logical CPUs and 2 of a made-up
+``fake_gpu`` resource on this one machine), and the repo's loopback OpenAI-compatible server
+(``taskloom.testing.ratelimited``), whose answers are a function of the prompt alone: a row made
+twice, or a request paid twice, shows in its counts. What is only simulated here, and says so
+where it is: several hosts (every worker shares this machine's file system), and a node that
+cannot see the run folder (the driver's marker is made invisible instead).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from pydantic import PrivateAttr  # noqa: E402
+from taskloom_ray.shards import ShardError  # noqa: E402
+
+from taskloom import Pipeline, get_llm, get_task  # noqa: E402
+from taskloom.plugin import Step  # noqa: E402
+from taskloom.registry import get_executor  # noqa: E402
+from taskloom.testing.ratelimited import RateLimitedServer  # noqa: E402
+
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[str]:
+    """A local Ray cluster for the module; its GCS address, for drivers in other processes."""
+    ray.init(num_cpus=4, resources={"fake_gpu": 2}, include_dashboard=False, logging_level="WARNING")
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()
+
+
+@pytest.fixture
+def server() -> Iterator[RateLimitedServer]:
+    with RateLimitedServer(delay=0.05) as running:
+        yield running
+
+
+def rows(count: int) -> list[dict[str, str]]:
+    return [{"instruction": f"Question {i}: what is {i} + {i}?"} for i in range(count)]
+
+
+def pipeline(server: RateLimitedServer, count: int, concurrency: int = 16, name: str = "sharded") -> Pipeline:
+    llm = get_llm("openai", model="m", base_url=server.url, api_key="none", max_concurrency=concurrency)
+    return Pipeline(get_task("text-generation", name="answer", llm=llm), source=rows(count), name=name)
+
+
+def ray_executor(**settings: Any) -> Any:
+    return get_executor("ray", **{"workers": 2, "shard_rows": 50, **settings})
+
+
+def read_parts(folder: Path, leaf: str = "answer") -> list[dict[str, Any]]:
+    found = []
+    for part in sorted((folder / "data" / leaf).glob("part-*.jsonl")):
+        text = part.read_text(encoding="utf-8")
+        assert text.endswith("\n"), f"{part} ends in a torn line"
+        found += [json.loads(line) for line in text.splitlines()]
+    return found
+
+
+def test_rows_equal_the_local_executors_rows(cluster: str, server: RateLimitedServer, tmp_path: Path) -> None:
+    local = pipeline(server, 230).run(output=tmp_path / "local", progress=None)
+    seen: list[int] = []
+    sharded = pipeline(server, 230).run(
+        output=tmp_path / "ray", progress=lambda stats: seen.append(stats.done), executor=ray_executor()
+    )
+    local_rows = list(local.rows())
+    assert len(local_rows) == 230
+    assert list(sharded.rows()) == local_rows  # every column, metadata included, in source order
+    assert read_parts(tmp_path / "ray") == local_rows
+    assert sharded.stats.done == 230
+    assert sharded.stats.steps["answer"].requests == 230
+    assert sharded.stats.steps["answer"].rows_out == 230
+    assert seen and seen[-1] == 230  # the driver's display saw the workers' counters
+    parts = sorted(p.name for p in (tmp_path / "ray" / "data" / "answer").iterdir())
+    assert parts == [f"part-{i:05d}.jsonl" for i in range(5)]  # 230 rows in shards of 50
+    manifest = json.loads((tmp_path / "ray" / "data" / "_manifests" / "part-00004.json").read_text())
+    assert (manifest["start"], manifest["stop"], manifest["rows"], manifest["requests"]) == (
+        200,
+        230,
+        {"answer": 30},
+        30,
+    )
+    assert "generation" in manifest["columns"]["answer"]
+    assert (tmp_path / "ray" / "data" / "_SUCCESS").exists()
+    record = json.loads((tmp_path / "ray" / "run.json").read_text())
+    assert record["runs"][-1]["rows_written"] == 230
+    assert (tmp_path / "ray" / "README.md").exists()  # the dataset card
+
+
+def test_requests_in_flight_reach_workers_times_max_concurrency(cluster: str, tmp_path: Path) -> None:
+    with RateLimitedServer(delay=0.3) as slow:
+        pipeline(slow, 400, concurrency=24).run(
+            output=tmp_path / "run", progress=None, executor=ray_executor(shards_per_worker=1, shard_rows=100)
+        )
+        stats = slow.stats()
+    assert stats["requests"] == 400
+    assert stats["max_in_flight"] == 2 * 24  # two workers, each with its LLM's 24 in flight, never more
+
+
+def test_a_rerun_skips_finished_shards_and_pays_nothing(
+    cluster: str, server: RateLimitedServer, tmp_path: Path
+) -> None:
+    first = pipeline(server, 120).run(output=tmp_path / "run", progress=None, executor=ray_executor())
+    paid = server.stats()["requests"]
+    again = pipeline(server, 120).run(output=tmp_path / "run", progress=None, executor=ray_executor())
+    assert server.stats()["requests"] == paid == 120
+    assert list(again.rows()) == list(first.rows())
+    assert again.stats.done == 120
+    assert again.stats.steps["answer"].requests == 0
+
+
+def test_a_worker_killed_mid_shard_is_retried_and_the_run_completes(cluster: str, tmp_path: Path) -> None:
+    with RateLimitedServer(delay=0.1) as server:
+        outcome: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                outcome["result"] = pipeline(server, 300, concurrency=8).run(
+                    output=tmp_path / "run", progress=None, executor=ray_executor(shard_rows=75)
+                )
+            except BaseException as error:
+                outcome["error"] = error
+
+        runner = threading.Thread(target=run)
+        runner.start()
+        deadline = time.monotonic() + 60
+        while server.stats()["requests"] < 40:
+            assert time.monotonic() < deadline, "the run never got going"
+            assert runner.is_alive(), outcome
+            time.sleep(0.01)
+        workers = _worker_pids()
+        assert workers, "no ShardWorker process found"
+        os.kill(workers[0], signal.SIGKILL)
+        runner.join(120)
+        assert not runner.is_alive(), "the run hung after its worker died"
+        assert "error" not in outcome, outcome.get("error")
+        result = outcome["result"]
+        assert result.stats.done == 300
+        made = read_parts(tmp_path / "run")
+        assert [row["instruction"] for row in made] == [row["instruction"] for row in rows(300)]
+        # What the dead worker had in flight may be asked again; what it had stored is not.
+        assert server.stats()["paid_twice"] <= 2 * 8
+
+
+def _worker_pids() -> list[int]:
+    """The processes Ray titles ``ray::ShardWorker`` (its actor workers), found through /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                title = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+            except OSError:
+                continue
+            if title.startswith(b"ray::ShardWorker"):
+                found.append(int(entry.name))
+    return found
+
+
+DRIVER = textwrap.dedent(
+    """
+    import sys
+    from taskloom import Pipeline, get_llm, get_task
+    from taskloom.registry import get_executor
+
+    url, output, address = sys.argv[1], sys.argv[2], sys.argv[3]
+    source = [{"instruction": f"Question {i}: what is {i} + {i}?"} for i in range(400)]
+    llm = get_llm("openai", model="m", base_url=url, api_key="none", max_concurrency=8)
+    executor = get_executor("ray", address=address, workers=2, shard_rows=50)
+    Pipeline(get_task("text-generation", name="answer", llm=llm), source=source, name="sharded").run(
+        output=output, progress=None, executor=executor
+    )
+    """
+)
+
+
+def test_a_killed_driver_reruns_paying_only_for_what_was_in_flight(cluster: str, tmp_path: Path) -> None:
+    script = tmp_path / "driver.py"
+    script.write_text(DRIVER, encoding="utf-8")
+    output = tmp_path / "run"
+    with RateLimitedServer(delay=0.1) as server:
+        driver = subprocess.Popen(
+            [sys.executable, str(script), server.url, str(output), cluster],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + 90
+        try:
+            while server.stats()["requests"] < 150:
+                if driver.poll() is not None:
+                    assert driver.stderr is not None
+                    pytest.fail(f"the driver ended before it was killed: {driver.stderr.read()[-3000:]!r}")
+                assert time.monotonic() < deadline, "the driver never sent enough requests"
+                time.sleep(0.01)
+            os.kill(driver.pid, signal.SIGKILL)
+        finally:
+            driver.kill()
+            driver.wait(10)
+            assert driver.stderr is not None
+            driver.stderr.close()
+        time.sleep(1.0)  # its workers die with their owner; let what they had sent arrive
+        first = server.stats()["requests"]
+        assert 150 <= first < 400
+        rerun = subprocess.run(
+            [sys.executable, str(script), server.url, str(output), cluster],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert rerun.returncode == 0, rerun.stderr[-3000:]
+        stats = server.stats()
+    # Paid at most once per row, plus what the killed workers had in flight (2 workers x 2 shards x 8).
+    assert stats["paid_twice"] <= 2 * 2 * 8
+    assert stats["requests"] <= 400 + 2 * 2 * 8
+    made = read_parts(output)
+    assert [row["instruction"] for row in made] == [row["instruction"] for row in rows(400)]
+    assert all(row["generation"] for row in made)
+
+
+def test_parts_read_with_datasets_pyarrow_and_ray_data(cluster: str, server: RateLimitedServer, tmp_path: Path) -> None:
+    import datasets
+    import pyarrow.dataset
+
+    from taskloom import get_sink
+
+    expected = [row["instruction"] for row in rows(120)]
+    pipeline(server, 120).run(output=tmp_path / "jsonl", progress=None, executor=ray_executor())
+    folder = tmp_path / "jsonl" / "data" / "answer"
+    assert datasets.load_dataset("json", data_dir=str(folder), split="train")["instruction"] == expected
+    assert sorted(r["instruction"] for r in ray.data.read_json(str(folder)).take_all()) == sorted(expected)
+
+    as_parquet = pipeline(server, 120)
+    as_parquet.sinks = [get_sink("parquet")]  # only what was asked for: a folder of one format
+    as_parquet.run(output=tmp_path / "parquet", progress=None, executor=ray_executor())
+    folder = tmp_path / "parquet" / "data" / "answer"
+    assert sorted(p.name for p in folder.iterdir()) == [f"part-{i:05d}.parquet" for i in range(3)]
+    assert (
+        pyarrow.dataset.dataset(str(folder), format="parquet").to_table().column("instruction").to_pylist() == expected
+    )
+    assert datasets.load_dataset("parquet", data_dir=str(folder), split="train")["instruction"] == expected
+    assert ray.data.read_parquet(str(folder)).count() == 120
+
+
+class Locked(Step):
+    """A step holding a lock: it cannot be pickled, so it cannot travel to a worker."""
+
+    _guard: Any = PrivateAttr(default_factory=threading.Lock)
+
+    @property
+    def inputs(self) -> list[str]:
+        return ["instruction"]
+
+    @property
+    def outputs(self) -> list[str]:
+        return ["instruction"]
+
+    def process(self, inputs: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+        yield inputs
+
+
+def test_a_step_that_cannot_be_pickled_is_named(cluster: str, server: RateLimitedServer, tmp_path: Path) -> None:
+    ran = Pipeline([Locked(name="guarded")], source=rows(10), name="locked")
+    with pytest.raises(ShardError, match=r"Step 'guarded' cannot be sent to Ray workers: it does not pickle"):
+        ran.run(output=tmp_path / "run", progress=None, executor=ray_executor())
+
+
+def test_a_run_folder_the_workers_cannot_see_is_refused(
+    cluster: str, server: RateLimitedServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Simulated: one machine has one file system, so the driver's marker is made invisible to
+    # the workers by naming one that does not exist, as a worker on another host would find it.
+    from taskloom_ray import executor
+
+    monkeypatch.setattr(executor._Run, "_marker", lambda self: tmp_path / "elsewhere" / ".driver-gone")
+    with pytest.raises(ShardError, match=r"cannot see the run folder .* shared file system"):
+        pipeline(server, 60).run(output=tmp_path / "run", progress=None, executor=ray_executor())
+    assert server.stats()["requests"] == 0
+
+
+def test_more_workers_than_the_cluster_has_cpus_is_refused_not_left_waiting(
+    cluster: str, server: RateLimitedServer, tmp_path: Path
+) -> None:
+    with pytest.raises(ShardError, match=r"need 8 fake_gpu and the cluster has 2"):
+        pipeline(server, 400).run(
+            output=tmp_path / "run",
+            progress=None,
+            executor=ray_executor(workers=8, num_cpus=0.1, resources={"fake_gpu": 1}, shards_per_worker=1),
+        )
+
+
+def test_budgets_are_refused_before_any_request(cluster: str, server: RateLimitedServer, tmp_path: Path) -> None:
+    from taskloom.pipeline.graph import PipelineError
+
+    with pytest.raises(PipelineError, match=r"'ray' executor cannot keep budget_usd or max_requests"):
+        pipeline(server, 10).run(output=tmp_path / "run", max_requests=5, executor=ray_executor())
+    assert server.stats()["requests"] == 0
+
+
+def test_an_address_that_does_not_answer_fails_within_seconds(tmp_path: Path) -> None:
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"instruction": "hi"}\n', encoding="utf-8")
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(
+        textwrap.dedent(
+            """
+            name: unreachable
+            source: {type: jsonl, path: in.jsonl}
+            steps:
+              - name: answer
+                type: text-generation
+                llm: {type: openai, model: m, base_url: "http://127.0.0.1:9/v1", api_key: none}
+            """
+        ),
+        encoding="utf-8",
+    )
+    started = time.monotonic()
+    done = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "taskloom"),
+            "run",
+            str(config),
+            "--executor",
+            "ray",
+            "--address",
+            "127.0.0.1:9",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert time.monotonic() - started < 20
+    assert done.returncode == 2, done.stderr
+    assert "No Ray cluster answers at 127.0.0.1:9" in done.stderr
+
+
+def test_without_ray_the_error_says_what_to_install(tmp_path: Path) -> None:
+    probe = textwrap.dedent(
+        """
+        import sys
+        sys.modules["ray"] = None  # as if Ray were not installed
+        from taskloom import Pipeline, get_llm, get_task
+        from taskloom.registry import get_executor
+        from taskloom_ray.executor import RayNotAvailableError
+        try:
+            Pipeline(get_task("text-generation", llm=get_llm("scripted")), source=[{"instruction": "x"}]).run(
+                output=sys.argv[1], executor=get_executor("ray"))
+        except RayNotAvailableError as error:
+            print(error)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, str(tmp_path / "run")], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert "pip install taskloom-ray" in done.stdout, done.stderr[-2000:]
