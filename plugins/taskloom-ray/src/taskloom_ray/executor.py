@@ -130,6 +130,7 @@ class _Run:
             steps={name: StepStats(name=name, is_task=isinstance(step, Task)) for name, step in pipeline.steps.items()}
         )
         self.workers: list[Any] = []
+        self.share = 1
         self.attempts: dict[int, int] = {}
 
     def run(self) -> RunResult:
@@ -228,7 +229,7 @@ class _Run:
             max_task_retries=0,  # a shard is retried by the driver, on whichever worker is free
             max_concurrency=settings.shards_per_worker,
         )
-        return actor.remote(self.pipeline, str(self.layout.root.resolve()), str(marker), own_sinks)
+        return actor.remote(self.pipeline, str(self.layout.root.resolve()), str(marker), own_sinks, self.share)
 
     # -- running ------------------------------------------------------------------------------
 
@@ -236,7 +237,8 @@ class _Run:
         ray = self.ray
         source_ref = ray.put(self.request.source)
         options = {"use_cache": self.request.use_cache, "progress_interval": self.request.progress_interval}
-        self.workers = [self._new_worker(own_sinks, marker) for _ in range(self._worker_count(len(todo)))]
+        self.share = self._worker_count(len(todo))  # each worker keeps 1/share of every rate limit
+        self.workers = [self._new_worker(own_sinks, marker) for _ in range(self.share)]
         busy: dict[int, int] = dict.fromkeys(range(len(self.workers)), 0)
         pending: dict[Any, tuple[Shard, int]] = {}
         last_tick = 0.0

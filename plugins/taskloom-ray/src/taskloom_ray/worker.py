@@ -19,14 +19,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from taskloom.plugin import LocalExecutor, Pipeline, RunRequest, RunStats, Sink, Source, get_sink
+from taskloom.plugin import LocalExecutor, Pipeline, RunRequest, RunStats, Sink, Source, Task, get_sink
 from taskloom_ray.shards import Layout, Shard, ShardError, ShardSource, publish, write_json
 
 
 class ShardWorker:
     """Runs shards of one pipeline into one run folder (wrapped by ``ray.remote`` at run time)."""
 
-    def __init__(self, pipeline: Pipeline, root: str, marker: str, sinks: list[Sink]) -> None:
+    def __init__(self, pipeline: Pipeline, root: str, marker: str, sinks: list[Sink], share: int = 1) -> None:
         if not Path(marker).exists():
             raise ShardError(
                 f"This worker (host {socket.gethostname()}) cannot see the run folder {root!r}: the driver's "
@@ -38,6 +38,8 @@ class ShardWorker:
         self.sinks = sinks
         self.live: dict[int, RunStats] = {}
         for step in pipeline.steps.values():
+            if isinstance(step, Task):
+                split_rate_limits(step.llm, share)
             step.load()  # once per worker: each shard's run leaves a loaded step loaded
 
     def run_shard(self, shard: Shard, source: Source, options: dict[str, Any]) -> dict[str, Any]:
@@ -89,6 +91,24 @@ class ShardWorker:
     def ping(self) -> int:
         """This worker's process id: alive, and which process it is."""
         return os.getpid()
+
+
+def split_rate_limits(llm: Any, share: int) -> None:
+    """Give this worker its ``1 / share`` of each rate limit the user set, so the workers together keep it.
+
+    Each worker process paces its own requests; split evenly, their sum never passes the limit
+    the account has. The price: near a run's end, when fewer workers still have shards, the
+    cluster sends less than the limit allows. (Limits an API reports in its headers are adopted
+    by each worker as they come, and a worker that gets a 429 backs off on its own.)
+    """
+    if share <= 1 or llm is None:
+        return
+    for member in getattr(llm, "llms", None) or []:  # a fallback's members
+        split_rate_limits(member, share)
+    for name in ("requests_per_minute", "tokens_per_minute"):
+        value = getattr(llm, name, None)
+        if isinstance(value, int) and value > 0:
+            setattr(llm, name, max(1, value // share))
 
 
 def _columns(paths: list[Path]) -> list[str]:
