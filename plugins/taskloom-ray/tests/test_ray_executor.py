@@ -389,3 +389,12 @@ def test_the_workers_together_keep_the_rate_limit_the_user_set(cluster: str, tmp
     assert stats["rate_limited"] == 0, stats  # without the split: about 60 of 180 requests refused
     assert stats["requests"] == 120
     assert llm.requests_per_minute == 600  # the driver's LLM is untouched: each worker splits its own copy
+
+
+def test_a_rerun_cut_into_other_shards_is_refused_rather_than_mixing_parts(
+    cluster: str, server: RateLimitedServer, tmp_path: Path
+) -> None:
+    pipeline(server, 120).run(output=tmp_path / "run", progress=None, executor=ray_executor(shard_rows=50))
+    with pytest.raises(ShardError, match=r"would cut differently \(shard_rows=40.*Rerun with the earlier shard_rows"):
+        pipeline(server, 120).run(output=tmp_path / "run", progress=None, executor=ray_executor(shard_rows=40))
+    assert len(read_parts(tmp_path / "run")) == 120

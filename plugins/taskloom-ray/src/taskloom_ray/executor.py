@@ -141,9 +141,10 @@ class _Run:
             total = _count(self.request.source)
             self.stats.total = total
             shards = plan_shards(total, self.settings.shard_rows)
+            self._check_same_cut(shards)
             todo: deque[Shard] = deque()
             for shard in shards:
-                manifest = self.layout.finished(shard)
+                manifest = self.layout.finished(shard) if self.request.use_cache else None
                 if manifest is None:
                     todo.append(shard)
                 else:
@@ -171,6 +172,20 @@ class _Run:
         return result
 
     # -- setting up ---------------------------------------------------------------------------
+
+    def _check_same_cut(self, shards: list[Shard]) -> None:
+        """Refuse a rerun that would cut the rows differently: old parts would stay beside new ones."""
+        planned = {(shard.index, shard.start, shard.stop) for shard in shards}
+        for path in sorted(self.layout.data.glob("_manifests/part-*.json")):
+            data = self.layout.read_manifest(path)
+            if data is None or (data.get("shard"), data.get("start"), data.get("stop")) in planned:
+                continue
+            raise ShardError(
+                f"{self.layout.root} holds shard {data.get('shard')} of an earlier run (rows {data.get('start')}-"
+                f"{int(data.get('stop', 0)) - 1}), which this run would cut differently (shard_rows="
+                f"{self.settings.shard_rows}, {len(shards)} shards of {shards[-1].stop if shards else 0} rows). "
+                "Rerun with the earlier shard_rows and the same source, or write to another output folder."
+            )
 
     def _check_picklable(self) -> None:
         """Name the step (or source) that cannot travel to a worker, before any worker starts."""

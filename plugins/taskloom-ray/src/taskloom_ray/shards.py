@@ -108,13 +108,19 @@ class Layout:
 
     def finished(self, shard: Shard) -> dict[str, Any] | None:
         """The manifest of a shard published earlier with the same rows, or None."""
+        data = self.read_manifest(self.manifest(shard))
+        if data is None or (data.get("start"), data.get("stop")) != (shard.start, shard.stop):
+            return None  # written for other rows: run this shard again
+        return data
+
+    @staticmethod
+    def read_manifest(path: Path) -> dict[str, Any] | None:
+        """A manifest's content; None for one that is missing or unreadable (its shard runs again)."""
         try:
-            data = json.loads(self.manifest(shard).read_text(encoding="utf-8"))
+            data = json.loads(path.read_text(encoding="utf-8"))
         except (FileNotFoundError, ValueError):
             return None
-        if not isinstance(data, dict) or (data.get("start"), data.get("stop")) != (shard.start, shard.stop):
-            return None  # written for other rows (another shard size): run this shard again
-        return data
+        return data if isinstance(data, dict) else None
 
     def leaf_files(self, leaf: str, suffix: str) -> list[Path]:
         """A leaf's published parts of one kind, in row order."""
