@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from taskloom.pipeline.card import CARD_FILENAME
     from taskloom.pipeline.executor import RunStats, StepStats
     from taskloom.pipeline.executors import LocalExecutor, PipelineExecutor, RunRequest
+    from taskloom.pipeline.graph import Flow
     from taskloom.pipeline.pipeline import Pipeline, RunResult
     from taskloom.pipeline.run_folder import RunFolder, RunFolderError
     from taskloom.pipeline.sinks import write_parquet
@@ -110,6 +111,7 @@ _LAZY = {
     "LocalExecutor": "taskloom.pipeline.executors",
     "PipelineExecutor": "taskloom.pipeline.executors",
     "RunRequest": "taskloom.pipeline.executors",
+    "Flow": "taskloom.pipeline.graph",
     "Pipeline": "taskloom.pipeline.pipeline",
     "RunResult": "taskloom.pipeline.pipeline",
     "RunFolder": "taskloom.pipeline.run_folder",
@@ -157,6 +159,7 @@ __all__ = [
     "CommandRegister",
     "Component",
     "ExecutorRegister",
+    "Flow",
     "GenerateOutput",
     "GenerationError",
     "GenerationOptions",

@@ -191,6 +191,14 @@ class Step(Component, ABC):
     order; for such a step it holds rows back until those before them have arrived.
     """
 
+    needs_all_rows: ClassVar[bool] = False
+    """Whether what the step makes of a row depends on the other rows (a deduplication keeps a row
+    only if no earlier one repeats it; a measure over the whole dataset).
+
+    An executor that splits the rows into shards runs such a step once, over every row in source
+    order, between a phase of the steps before it and a phase of the steps after it.
+    """
+
     _dropped: Counter[str] = PrivateAttr(default_factory=Counter)
 
     def drop(self, row: Row, reason: str) -> None:

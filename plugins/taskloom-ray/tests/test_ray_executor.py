@@ -398,3 +398,47 @@ def test_a_rerun_cut_into_other_shards_is_refused_rather_than_mixing_parts(
     with pytest.raises(ShardError, match=r"would cut differently \(shard_rows=40.*Rerun with the earlier shard_rows"):
         pipeline(server, 120).run(output=tmp_path / "run", progress=None, executor=ray_executor(shard_rows=40))
     assert len(read_parts(tmp_path / "run")) == 120
+
+
+def dedup_pipeline(server: RateLimitedServer) -> Pipeline:
+    from taskloom import get_step
+
+    llm = get_llm("openai", model="m", base_url=server.url, api_key="none", max_concurrency=16)
+    answer = get_task("text-generation", name="answer", llm=llm)
+    dedup = get_step("deduplicate", name="dedup", columns=["instruction"], method="exact")
+    keep = get_step("keep-columns", name="keep", columns=["instruction", "generation"])
+    source = [{"instruction": f"Question {i % 70}"} for i in range(200)]  # each repeats in other shards
+    return Pipeline([answer, dedup, keep], source=source, name="phased")
+
+
+def test_a_deduplication_sees_every_shards_rows_and_the_rows_equal_the_local_executors(
+    cluster: str, server: RateLimitedServer, tmp_path: Path
+) -> None:
+    local = list(dedup_pipeline(server).run(output=tmp_path / "local", progress=None).rows())
+    sharded = dedup_pipeline(server).run(output=tmp_path / "ray", progress=None, executor=ray_executor())
+    assert len(local) == 70
+    assert list(sharded.rows()) == local
+    assert sharded.stats.steps["dedup"].dropped == {"exact duplicate of an earlier row": 130}
+    assert sharded.stats.steps["answer"].requests == 200
+    phases = sorted(p.name for p in (tmp_path / "ray" / "phases").iterdir())
+    assert phases == ["00-to-answer", "01-dedup"]
+    assert len(list((tmp_path / "ray" / "phases" / "01-dedup" / "data" / "dedup").glob("part-*.jsonl"))) == 1
+    paid = server.stats()["requests"]
+    again = dedup_pipeline(server).run(output=tmp_path / "ray", progress=None, executor=ray_executor())
+    assert list(again.rows()) == local
+    assert server.stats()["requests"] == paid  # every phase resumed from what it published
+
+
+def test_a_step_needing_every_row_off_the_trunk_is_refused(cluster: str, server: RateLimitedServer) -> None:
+    from taskloom_ray.phases import plan_phases
+
+    from taskloom import get_step
+
+    llm = get_llm("openai", model="m", base_url=server.url, api_key="none")
+    answer = get_task("text-generation", name="answer", llm=llm)
+    dedup = get_step("deduplicate", name="dedup", columns=["instruction"], method="exact")
+    keep = get_step("keep-columns", name="keep", columns=["instruction"])
+    branched = Pipeline(answer >> [dedup, keep], source=rows(4), name="branched")
+    with pytest.raises(ShardError, match=r"Step 'dedup' needs every row at once .* neither before it nor after it"):
+        plan_phases(branched, Path("unused"))
+    assert len(plan_phases(pipeline(server, 4), Path("unused"))) == 1  # nothing needs every row: one phase

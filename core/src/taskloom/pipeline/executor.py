@@ -199,13 +199,15 @@ class StepStats:
         """Count ``other``'s work as this step's too: the same step run over another part of the rows.
 
         Counters add up; the rows left out add up by reason. What cannot be summed from two
-        counts (a judge's statistics, a step's own measurement, the live limiter) is not.
+        counts (a judge's statistics, the live limiter) is not; a step's own measurement is taken
+        from whichever part has one (a step that measures sees every row: ``needs_all_rows``).
         """
         for name in _SUMMED:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         for reason, count in other.dropped.items():
             self.dropped[reason] = self.dropped.get(reason, 0) + count
         self.model = self.model or other.model
+        self.measured = self.measured or other.measured  # a step that measures runs once (needs_all_rows)
         self.local = self.local or other.local
         self.max_concurrency = self.max_concurrency or other.max_concurrency
 

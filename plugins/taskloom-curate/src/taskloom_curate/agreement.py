@@ -36,6 +36,8 @@ class Agreement(Step):
     and scipy (``taskloom[stats]``).
     """
 
+    needs_all_rows: ClassVar[bool] = True  # a measure over every labelled row, not a shard's
+
     registry_name = "agreement"
     runs_in_thread: ClassVar[bool] = False  # two lookups a row; the measure runs once, at the end
     example: ClassVar[tuple[Row, Row]] = (

@@ -232,6 +232,7 @@ class Deduplicate(Step):
 
     registry_name = "deduplicate"
     needs_input_order: ClassVar[bool] = True
+    needs_all_rows: ClassVar[bool] = True  # one copy must see every row: a shard sees only its own
     # runs_in_thread stays True: hashing a row's shingles is CPU work the event loop must not wait on.
 
     columns: list[str] | str = Field(

@@ -43,8 +43,11 @@ from taskloom.plugin import (
     StepStats,
     Task,
     TaskloomError,
+    get_sink,
 )
-from taskloom_ray.shards import Layout, Shard, ShardError, plan_shards, write_json
+from taskloom_ray.phases import PartsSource, Phase, plan_phases
+from taskloom_ray.shards import DATA_DIR, Layout, Shard, ShardError, plan_shards, write_json
+from taskloom_ray.worker import shard_sinks
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -91,7 +94,7 @@ class RayExecutor(PipelineExecutor):
         ray = _import_ray()
         started_here = self._connect(ray)
         try:
-            return _Run(self, ray, pipeline, request).run()
+            return _run_phases(self, ray, pipeline, request)
         finally:
             if started_here:
                 ray.shutdown()
@@ -116,60 +119,95 @@ class RayExecutor(PipelineExecutor):
         return True
 
 
-class _Run:
-    """One run on the cluster: the driver's bookkeeping, from the first shard to the marker."""
+def _run_phases(settings: RayExecutor, ray: ModuleType, pipeline: Pipeline, request: RunRequest) -> RunResult:
+    """Every phase of ``pipeline`` in turn (one, unless a step needs all rows), then the run's record."""
+    folder = RunFolder(request.output, pipeline.name, pipeline.signature())
+    folder.claim()
+    with folder.lock():
+        phases = plan_phases(pipeline, request.output)
+        overall = RunStats(steps=_blank_steps(pipeline))
+        source: Source = request.source
+        runs: list[_Run] = []
+        for number, phase in enumerate(phases):
+            last = number == len(phases) - 1
+            root = phase.root or request.output
+            run = _Run(settings, ray, phase, request.but(source=source, output=root), overall, last=last)
+            run.execute()
+            runs.append(run)
+            for name, step in run.stats.steps.items():
+                overall.steps[name].add(step)
+            if not last:
+                source = PartsSource(folder=str((root / DATA_DIR / phase.leaf).resolve()))
+        overall.read, overall.total = runs[0].stats.read, runs[0].stats.total
+        overall.done = runs[-1].stats.done
+        overall.finished = time.monotonic()
+        result = runs[-1].result(overall)
+        layout = Layout(request.output)
+        write_json(layout.success, {"phases": len(phases), "rows": overall.total, "leaves": pipeline.graph.leaves})
+        pipeline.record_run(folder, overall, request)
+        for sink in pipeline.sinks:
+            if not sink.writes_files:
+                sink.finish(folder.data_dir)
+    return result
 
-    def __init__(self, settings: RayExecutor, ray: ModuleType, pipeline: Pipeline, request: RunRequest) -> None:
+
+def _blank_steps(pipeline: Pipeline) -> dict[str, StepStats]:
+    return {name: StepStats(name=name, is_task=isinstance(step, Task)) for name, step in pipeline.steps.items()}
+
+
+class _Run:
+    """One phase on the cluster: the driver's bookkeeping, from its first shard to its last."""
+
+    def __init__(
+        self,
+        settings: RayExecutor,
+        ray: ModuleType,
+        phase: Phase,
+        request: RunRequest,
+        before: RunStats,
+        *,
+        last: bool,
+    ) -> None:
         self.settings = settings
         self.ray = ray
-        self.pipeline = pipeline
+        self.phase = phase
+        self.pipeline = phase.pipeline
         self.request = request
+        self.before = before
+        """The phases run before this one, for the progress display."""
+        self.last = last
         self.layout = Layout(request.output)
-        self.folder = RunFolder(request.output, pipeline.name, pipeline.signature())
-        self.stats = RunStats(
-            steps={name: StepStats(name=name, is_task=isinstance(step, Task)) for name, step in pipeline.steps.items()}
-        )
+        self.stats = RunStats(steps=_blank_steps(self.pipeline))
+        self.sinks = shard_sinks(list(self.pipeline.sinks)) if last else [get_sink("jsonl")]
         self.workers: list[Any] = []
         self.share = 1
         self.attempts: dict[int, int] = {}
 
-    def run(self) -> RunResult:
-        from taskloom_ray.worker import shard_sinks
-
-        self.folder.claim()
-        with self.folder.lock():
-            total = _count(self.request.source)
-            self.stats.total = total
-            shards = plan_shards(total, self.settings.shard_rows)
-            self._check_same_cut(shards)
-            todo: deque[Shard] = deque()
-            for shard in shards:
-                manifest = self.layout.finished(shard) if self.request.use_cache else None
-                if manifest is None:
-                    todo.append(shard)
-                else:
-                    self.stats.add(_finished_before(manifest, self.stats))
-            sinks = list(self.pipeline.sinks) or []
-            own_sinks = shard_sinks(sinks)
-            if todo:
-                self._check_picklable()
-                marker = self._marker()
-                try:
-                    self._run_shards(todo, own_sinks, marker)
-                finally:
-                    with contextlib.suppress(OSError):
-                        marker.unlink()
-            self.stats.finished = time.monotonic()
-            result = self._result(sinks, own_sinks)
-            write_json(
-                self.layout.success,
-                {"shards": len(shards), "rows": total, "leaves": self.pipeline.graph.leaves},
-            )
-            self.pipeline.record_run(self.folder, self.stats, self.request)
-            for sink in sinks:
-                if not sink.writes_files:
-                    sink.finish(self.folder.data_dir)
-        return result
+    def execute(self) -> None:
+        """Run every shard of this phase that no earlier run published."""
+        total = _count(self.request.source)
+        self.stats.total = total
+        size = max(1, total) if self.phase.whole else self.settings.shard_rows
+        shards = plan_shards(total, size)
+        self._check_same_cut(shards)
+        todo: deque[Shard] = deque()
+        for shard in shards:
+            manifest = self.layout.finished(shard) if self.request.use_cache else None
+            if manifest is None:
+                todo.append(shard)
+            else:
+                self.stats.add(_finished_before(manifest, self.stats))
+        if todo:
+            self._check_picklable()
+            marker = self._marker()
+            try:
+                self._run_shards(todo, self.sinks, marker)
+            finally:
+                with contextlib.suppress(OSError):
+                    marker.unlink()
+        self.stats.finished = time.monotonic()
+        if not self.last:
+            write_json(self.layout.success, {"shards": len(shards), "rows": total})
 
     # -- setting up ---------------------------------------------------------------------------
 
@@ -328,8 +366,10 @@ class _Run:
 
     def _live(self) -> RunStats:
         """The finished shards' counters plus those of the shards running now."""
-        view = RunStats(steps={name: StepStats(name=name, is_task=s.is_task) for name, s in self.stats.steps.items()})
-        view.started, view.total = self.stats.started, self.stats.total
+        view = RunStats(steps={name: StepStats(name=name, is_task=s.is_task) for name, s in self.before.steps.items()})
+        view.started, view.total = self.before.started, self.stats.total
+        for name, step in self.before.steps.items():
+            view.steps[name].add(step)
         view.add(self.stats)
         calls = [worker.progress.options(concurrency_group="control").remote() for worker in self.workers]
         with contextlib.suppress(Exception):  # a worker being restarted shows up on the next tick
@@ -346,18 +386,19 @@ class _Run:
 
     # -- the result ---------------------------------------------------------------------------
 
-    def _result(self, sinks: list[Any], own_sinks: list[Any]) -> RunResult:
+    def result(self, stats: RunStats) -> RunResult:
+        """The last phase's outputs as the run's result; the sinks that write no file are fed now."""
         leaves = self.pipeline.graph.leaves
-        result = RunResult(self.folder.data_dir, self.stats, leaves)
-        if any(sink.type_name() == "jsonl" for sink in own_sinks):
+        result = RunResult(self.layout.root, stats, leaves)
+        if any(sink.type_name() == "jsonl" for sink in self.sinks):
             result.files = {leaf: self.layout.data / leaf for leaf in leaves}
-        for sink in own_sinks:
+        for sink in self.sinks:
             result.sinks[sink.type_name()] = {leaf: self.layout.data / leaf for leaf in leaves}
-        for sink in sinks:
+        for sink in self.pipeline.sinks:
             if sink.writes_files:
                 continue
             for leaf in leaves:  # fed the published rows, in order, a part at a time
-                writer = sink.open(self.folder.data_dir, leaf)
+                writer = sink.open(self.layout.root, leaf)
                 try:
                     for rows in _chunks(result.rows(leaf), 1000):
                         writer.write(rows)
