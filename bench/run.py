@@ -19,6 +19,7 @@ import llamacpp_throughput
 import openai_throughput
 import pipeline_throughput
 import rate_limits
+import ray_executor
 import task_overhead
 import whole_run
 
@@ -54,6 +55,9 @@ def main() -> int:
     print()
     whole = whole_run.measure()
     whole_run.report(whole)
+    print()
+    on_ray = ray_executor.measure()
+    ray_executor.report(on_ray)
 
     def status(ok: bool) -> str:
         return "ok" if ok else "MISSED"
@@ -233,6 +237,28 @@ def main() -> int:
                 status(data["met"]),
             )
         )
+    ray, local = on_ray["ray"], on_ray["local"]
+    rows.append(
+        (
+            f"Ray executor x{on_ray['compared_workers']} vs local, {on_ray['rows']:,} rows, 256 in flight in all",
+            f"{ray['rows_per_s']:.0f} / {local['rows_per_s']:.0f} rows/s = {on_ray['ratio']:.2f}x (generation alone "
+            f"{on_ray['generation_ratio']:.2f}x), first request {ray['first_request'] * 1e3:.0f} / "
+            f"{local['first_request'] * 1e3:.0f} ms, server saw {ray['max_in_flight']:.0f}",
+            f">= {on_ray['target_ratio']}x",
+            status(on_ray["met"]),
+        )
+    )
+    curve = on_ray["curve"]
+    rows.append(
+        (
+            f"  Ray workers {' / '.join(str(count) for count in curve)}, 128 in flight each",
+            " / ".join(f"{figures['rows_per_s']:.0f}" for figures in curve.values())
+            + " rows/s, server saw "
+            + " / ".join(f"{figures['max_in_flight']:.0f}" for figures in curve.values()),
+            "-",
+            "info",
+        )
+    )
     widths = [max(len(row[i]) for row in [("benchmark", "measured", "target", ""), *rows]) for i in range(4)]
     print("\nsummary")
     for row in [("benchmark", "measured", "target", "status"), *rows]:

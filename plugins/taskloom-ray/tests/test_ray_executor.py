@@ -161,7 +161,11 @@ def test_a_worker_killed_mid_shard_is_retried_and_the_run_completes(cluster: str
 
 
 def _worker_pids() -> list[int]:
-    """The processes Ray titles ``ray::ShardWorker`` (its actor workers), found through /proc."""
+    return _pids_titled(b"ray::ShardWorker")
+
+
+def _pids_titled(prefix: bytes) -> list[int]:
+    """The processes whose title starts with ``prefix`` (Ray titles an actor's ``ray::<Class>``), from /proc."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -169,7 +173,7 @@ def _worker_pids() -> list[int]:
                 title = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
             except OSError:
                 continue
-            if title.startswith(b"ray::ShardWorker"):
+            if title.startswith(prefix):
                 found.append(int(entry.name))
     return found
 
@@ -442,3 +446,50 @@ def test_a_step_needing_every_row_off_the_trunk_is_refused(cluster: str, server:
     with pytest.raises(ShardError, match=r"Step 'dedup' needs every row at once .* neither before it nor after it"):
         plan_phases(branched, Path("unused"))
     assert len(plan_phases(pipeline(server, 4), Path("unused"))) == 1  # nothing needs every row: one phase
+
+
+def local_model_pipeline(count: int) -> Pipeline:
+    llm = get_llm("llamacpp", generation_kwargs={"max_new_tokens": 8, "temperature": 0})
+    source = [{"instruction": f"Name a colour, number {i}."} for i in range(count)]
+    return Pipeline(get_task("text-generation", name="answer", llm=llm), source=source, name="local-model")
+
+
+def test_a_local_model_is_served_by_its_model_actors_with_the_local_executors_rows(
+    cluster: str, tmp_path: Path
+) -> None:
+    """The real bundled model: loaded in two model actors, none in the shard workers."""
+    local = list(local_model_pipeline(8).run(output=tmp_path / "local", progress=None).rows())
+    model_pids: set[int] = set()
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            model_pids.update(_pids_titled(b"ray::ModelActor"))
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        sharded = local_model_pipeline(8).run(
+            output=tmp_path / "ray", progress=None, executor=ray_executor(shard_rows=2, model_actors=2)
+        )
+    finally:
+        stop.set()
+        watcher.join()
+    assert [row["generation"] for row in sharded.rows()] == [row["generation"] for row in local]
+    assert list(sharded.rows()) == local  # model_name, raw output and token counts too
+    assert sharded.stats.steps["answer"].cost_text() == "$0 (local)"
+    assert len(model_pids) == 2  # two copies of the model, whatever the number of shards and workers
+    # The cache keys are the local model's own: the local run's cache holds every key of the shards'.
+    local_keys = _cache_keys(tmp_path / "local" / "cache.sqlite")
+    shard_keys = set().union(*(_cache_keys(p) for p in (tmp_path / "ray" / "shards").glob("*/cache.sqlite")))
+    assert len(shard_keys) == 8
+    assert shard_keys == local_keys
+
+
+def _cache_keys(path: Path) -> set[str]:
+    import contextlib
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        return {key for (key,) in db.execute("SELECT key FROM generations")}

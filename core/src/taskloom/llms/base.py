@@ -129,6 +129,15 @@ class LLM(Component):
         """
         return False
 
+    def answers_as(self) -> LLM:
+        """The LLM whose answers these are, for the cache: itself, unless it forwards to another.
+
+        A stand-in that sends its calls to a model served elsewhere (an executor's model actor)
+        answers as the model it stands in for, so both key the cache the same way and a run moved
+        from one executor to another reuses what it paid for.
+        """
+        return self
+
     # -- what callers use ----------------------------------------------------------------------
 
     def options(self, overrides: Mapping[str, Any] | None = None) -> GenerationOptions:

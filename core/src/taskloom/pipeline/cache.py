@@ -175,6 +175,7 @@ def llm_identity(llm: LLM) -> str:
     ``cache_exclude``, plus ``model_name``, which a provider may derive from outside its fields
     (a bundled model file). Compute it once per LLM and pass it to :func:`generation_key`.
     """
+    llm = llm.answers_as()
     excluded = _excluded_fields(llm)
     fields = {
         name: value for name, value in llm.dump().items() if name not in excluded and not name.endswith("_timeout")

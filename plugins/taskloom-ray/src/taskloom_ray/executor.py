@@ -21,6 +21,7 @@ one of its measured faults):
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import socket
 import time
@@ -85,6 +86,22 @@ class RayExecutor(PipelineExecutor):
     shard_retries: int = Field(
         default=3, ge=0, description="Times a shard whose worker died is run again elsewhere before the run fails."
     )
+    model_actors: int = Field(
+        default=1,
+        ge=1,
+        description="Copies of each local model (an LLM that runs on the machine), each loaded once in an actor "
+        "of its own and shared by every worker.",
+    )
+    model_num_cpus: float = Field(default=1.0, ge=0, description="CPUs each model actor reserves.")
+    model_num_gpus: float = Field(default=0.0, ge=0, description="GPUs each model actor reserves.")
+    model_resources: dict[str, float] = Field(
+        default_factory=dict, description="Custom resources each model actor reserves, e.g. {'accelerator': 1}."
+    )
+    model_bundles: list[dict[str, float]] | None = Field(
+        default=None,
+        description="A placement group per model actor, packed on one node (a model split over several devices): "
+        "its bundles, e.g. [{'GPU': 1}, {'GPU': 1}]; the actor itself takes the first.",
+    )
     connect_timeout: float = Field(default=10.0, gt=0, description="Seconds to wait for a cluster to answer.")
     runtime_env: dict[str, Any] | None = Field(
         default=None, description="Ray's runtime_env for the workers (working_dir, pip, env_vars) on a real cluster."
@@ -123,7 +140,7 @@ def _run_phases(settings: RayExecutor, ray: ModuleType, pipeline: Pipeline, requ
     """Every phase of ``pipeline`` in turn (one, unless a step needs all rows), then the run's record."""
     folder = RunFolder(request.output, pipeline.name, pipeline.signature())
     folder.claim()
-    with folder.lock():
+    with folder.lock(), _ModelPools(settings, ray, pipeline) as pools:
         phases = plan_phases(pipeline, request.output)
         overall = RunStats(steps=_blank_steps(pipeline))
         source: Source = request.source
@@ -131,7 +148,7 @@ def _run_phases(settings: RayExecutor, ray: ModuleType, pipeline: Pipeline, requ
         for number, phase in enumerate(phases):
             last = number == len(phases) - 1
             root = phase.root or request.output
-            run = _Run(settings, ray, phase, request.but(source=source, output=root), overall, last=last)
+            run = _Run(settings, ray, phase, request.but(source=source, output=root), overall, last=last, pools=pools)
             run.execute()
             runs.append(run)
             for name, step in run.stats.steps.items():
@@ -151,6 +168,102 @@ def _run_phases(settings: RayExecutor, ray: ModuleType, pipeline: Pipeline, requ
     return result
 
 
+class _ModelPools:
+    """The model actors of a run: ``model_actors`` per local LLM, behind a router, for every phase."""
+
+    def __init__(self, settings: RayExecutor, ray: ModuleType, pipeline: Pipeline) -> None:
+        self.settings = settings
+        self.ray = ray
+        self.pipeline = pipeline
+        self.served: dict[str, tuple[Any, int]] = {}
+        """Step name -> (its model's router, calls a worker keeps in flight to it)."""
+        self.actors: list[Any] = []
+        self.groups: list[Any] = []
+        self.reserved: dict[str, float] = {}
+
+    def __enter__(self) -> _ModelPools:
+        from taskloom_ray.models import ModelActor, ModelRouter
+
+        ray, settings = self.ray, self.settings
+        local = {
+            name: step
+            for name, step in self.pipeline.steps.items()
+            if isinstance(step, Task) and step.llm is not None and step.llm.runs_locally
+        }
+        if not local:
+            return self
+        try:
+            each = {"CPU": settings.model_num_cpus, "GPU": settings.model_num_gpus, **settings.model_resources}
+            wanted = {key: value * settings.model_actors * len(local) for key, value in each.items() if value}
+            have = ray.cluster_resources()
+            for resource, amount in wanted.items():
+                if float(have.get(resource, 0)) < amount:
+                    raise ShardError(
+                        f"{settings.model_actors} model actor(s) for each of {sorted(local)} need {amount:g} "
+                        f"{resource} and the cluster has {float(have.get(resource, 0)):g}: lower model_actors or "
+                        "what each reserves (model_num_cpus, model_num_gpus, model_resources), or add nodes."
+                    )
+            self.reserved = wanted
+            for name, step in local.items():
+                assert step.llm is not None
+                actors = [self._actor(ModelActor, step.llm) for _ in range(settings.model_actors)]
+                self.actors += actors
+                try:
+                    ray.get([actor.where.remote() for actor in actors], timeout=600)  # loaded, or why not
+                except ray.exceptions.RayActorError as error:
+                    raise ShardError(
+                        f"Step {name!r}: its model {step.llm.model_name!r} failed to load in a model actor: {error}"
+                    ) from None
+                router = ray.remote(ModelRouter).options(num_cpus=0, max_concurrency=10_000).remote(actors)
+                self.actors.append(router)
+                self.served[name] = (router, step.llm.requests_at_once() * len(actors))
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def _actor(self, cls: type, llm: Any) -> Any:
+        ray, settings = self.ray, self.settings
+        options: dict[str, Any] = {
+            "num_cpus": settings.model_num_cpus,
+            "num_gpus": settings.model_num_gpus,
+            "resources": settings.model_resources or None,
+            "max_restarts": settings.max_restarts,
+            "max_concurrency": max(1, llm.requests_at_once()),
+        }
+        if settings.model_bundles:
+            from ray.util.placement_group import placement_group
+            from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+            group = placement_group(settings.model_bundles, strategy="STRICT_PACK")
+            self.groups.append(group)
+            if not group.wait(timeout_seconds=60):
+                raise ShardError(
+                    f"No node of the cluster can hold the model bundles {settings.model_bundles} together; "
+                    "lower model_bundles or add a node that has them."
+                )
+            options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=0)
+        return ray.remote(cls).options(**options).remote(llm)
+
+    def left(self) -> dict[str, float]:
+        """The cluster's resources less what the model actors hold: what the workers may take."""
+        total = {key: float(value) for key, value in self.ray.cluster_resources().items()}
+        for key, value in self.reserved.items():
+            total[key] = total.get(key, 0.0) - value
+        return total
+
+    def __exit__(self, *exc: object) -> None:
+        for actor in self.actors:
+            with contextlib.suppress(Exception):
+                self.ray.kill(actor, no_restart=True)
+        for group in self.groups:
+            with contextlib.suppress(Exception):
+                from ray.util.placement_group import remove_placement_group
+
+                remove_placement_group(group)
+        self.actors, self.groups = [], []
+
+
 def _blank_steps(pipeline: Pipeline) -> dict[str, StepStats]:
     return {name: StepStats(name=name, is_task=isinstance(step, Task)) for name, step in pipeline.steps.items()}
 
@@ -167,6 +280,7 @@ class _Run:
         before: RunStats,
         *,
         last: bool,
+        pools: _ModelPools,
     ) -> None:
         self.settings = settings
         self.ray = ray
@@ -176,10 +290,12 @@ class _Run:
         self.before = before
         """The phases run before this one, for the progress display."""
         self.last = last
+        self.pools = pools
         self.layout = Layout(request.output)
         self.stats = RunStats(steps=_blank_steps(self.pipeline))
         self.sinks = shard_sinks(list(self.pipeline.sinks)) if last else [get_sink("jsonl")]
         self.workers: list[Any] = []
+        self.travelling: Any = None
         self.share = 1
         self.attempts: dict[int, int] = {}
 
@@ -256,16 +372,17 @@ class _Run:
         if settings.workers is not None:
             wanted = settings.workers
         else:
-            cpus = float(self.ray.cluster_resources().get("CPU", 1))
+            cpus = float(self.pools.left().get("CPU", 1))
             wanted = max(1, int(cpus // settings.num_cpus)) if settings.num_cpus else 1
         needed = max(1, -(-shards // settings.shards_per_worker))  # no worker would be left idle
         count = min(wanted, needed)
-        available = self.ray.cluster_resources()
+        available = self.pools.left()
         for resource, each in {"CPU": settings.num_cpus, **settings.resources}.items():
             have = float(available.get(resource, 0))
             if each and have < each * count:
                 raise ShardError(
-                    f"{count} Ray workers need {each * count:g} {resource} and the cluster has {have:g}: lower "
+                    f"{count} Ray workers need {each * count:g} {resource} and the cluster has {have:g}"
+                    f"{' beside the model actors' if self.pools.served else ''}: lower "
                     f"workers (or num_cpus / resources per worker), or add nodes. Without this check the workers "
                     "would wait for resources forever."
                 )
@@ -282,7 +399,18 @@ class _Run:
             max_task_retries=0,  # a shard is retried by the driver, on whichever worker is free
             max_concurrency=settings.shards_per_worker,
         )
-        return actor.remote(self.pipeline, str(self.layout.root.resolve()), str(marker), own_sinks, self.share)
+        served = {name: self.pools.served[name] for name in self.pipeline.steps if name in self.pools.served}
+        root = str(self.layout.root.resolve())
+        return actor.remote(self._travelling(), root, str(marker), own_sinks, self.share, served)
+
+    def _travelling(self) -> Any:
+        """The pipeline as the workers get it: without its source (each shard gets its own range of
+        it), in the object store once for every worker rather than copied into each."""
+        if self.travelling is None:
+            bare = copy.copy(self.pipeline)
+            bare.source = None
+            self.travelling = self.ray.put(bare)
+        return self.travelling
 
     # -- running ------------------------------------------------------------------------------
 

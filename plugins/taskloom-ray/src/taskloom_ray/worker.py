@@ -26,7 +26,15 @@ from taskloom_ray.shards import Layout, Shard, ShardError, ShardSource, publish,
 class ShardWorker:
     """Runs shards of one pipeline into one run folder (wrapped by ``ray.remote`` at run time)."""
 
-    def __init__(self, pipeline: Pipeline, root: str, marker: str, sinks: list[Sink], share: int = 1) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        root: str,
+        marker: str,
+        sinks: list[Sink],
+        share: int = 1,
+        served: dict[str, tuple[Any, int]] | None = None,
+    ) -> None:
         if not Path(marker).exists():
             raise ShardError(
                 f"This worker (host {socket.gethostname()}) cannot see the run folder {root!r}: the driver's "
@@ -37,9 +45,15 @@ class ShardWorker:
         self.layout = Layout(Path(root))
         self.sinks = sinks
         self.live: dict[int, RunStats] = {}
-        for step in pipeline.steps.values():
-            if isinstance(step, Task):
-                split_rate_limits(step.llm, share)
+        from taskloom_ray.models import ServedLLM
+
+        for name, step in pipeline.steps.items():
+            if isinstance(step, Task) and step.llm is not None:
+                if name in (served or {}):
+                    router, at_once = (served or {})[name]
+                    step.llm = ServedLLM.standing_in_for(step.llm, router, at_once)  # the model lives in its actors
+                else:
+                    split_rate_limits(step.llm, share)
             step.load()  # once per worker: each shard's run leaves a loaded step loaded
 
     def run_shard(self, shard: Shard, source: Source, options: dict[str, Any]) -> dict[str, Any]:
