@@ -393,3 +393,15 @@ def test_source_for_refuses_other_inputs() -> None:
 def test_every_source_is_a_source() -> None:
     for cls in (RowsSource, JsonlSource, CsvSource, ParquetSource, DatasetSource):
         assert issubclass(cls, Source)
+
+
+def test_a_range_of_a_jsonl_file_is_the_same_rows_as_reading_it_all(tmp_path: Path) -> None:
+    import itertools
+
+    from taskloom.pipeline.sources import JsonlSource
+
+    path = tmp_path / "in.jsonl"
+    path.write_text("".join(f'{{"i": {i}}}\n' + ("\n" if i % 3 == 0 else "") for i in range(20)), encoding="utf-8")
+    source = JsonlSource(path=str(path))
+    for start, stop in [(0, 5), (4, 11), (18, 30), (25, 30)]:
+        assert list(source.rows_between(start, stop)) == list(itertools.islice(source.rows(), start, stop))

@@ -44,6 +44,16 @@ class Source(Component, ABC):
         """How many rows there are, if known without reading them all (for progress)."""
         return None
 
+    def rows_between(self, start: int, stop: int) -> Iterator[Row]:
+        """Rows ``start`` to ``stop - 1``, what one shard of a run reads.
+
+        By default the rows before ``start`` are read and dropped; a source that can skip them
+        for less (a file whose rows need not be parsed to be counted) says how.
+        """
+        import itertools
+
+        return itertools.islice(self.rows(), start, stop)
+
 
 class SinkWriter(ABC):
     """An open sink: receives rows in input order, then is closed once."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -43,8 +43,9 @@ class RunRequest:
     budget_usd: float | None = None
     max_requests: int | None = None
     stop_grace: float = 5.0
-    extra: Mapping[str, Any] = field(default_factory=dict)
-    """Settings one executor passes to another it runs a part of the work with (a shard's label)."""
+    card: bool = True
+    """Whether the run writes its dataset card; an executor running part of a run (a shard) leaves
+    the card to the whole run."""
 
     def but(self, **changes: Any) -> RunRequest:
         """This request with some fields changed (a shard of it, say)."""

@@ -448,6 +448,8 @@ class Pipeline:
 
         with contextlib.suppress(OSError):
             folder.record_run(_run_record(stats, self.price_table(), request.budget_usd, request.max_requests))
+        if not request.card:
+            return
         try:
             write_card(self, stats, folder.data_dir)
         except Exception:  # the card describes the data; it must never cost the data

@@ -116,11 +116,23 @@ class JsonlSource(FileSource):
     registry_name = "jsonl"
 
     def rows(self) -> Iterator[Row]:
+        return self._rows(0)
+
+    def rows_between(self, start: int, stop: int) -> Iterator[Row]:
+        import itertools
+
+        return itertools.islice(self._rows(start), stop - start)
+
+    def _rows(self, skip: int) -> Iterator[Row]:
+        """Every row after the first ``skip``, which are counted by their lines, not parsed."""
         self.check()
         lines = _Lines(self.path)
         for line in lines:
             number = lines.number
             if not line.strip():
+                continue
+            if skip:
+                skip -= 1
                 continue
             try:
                 row = json.loads(line)

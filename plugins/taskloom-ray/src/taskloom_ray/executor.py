@@ -129,6 +129,13 @@ class RayExecutor(PipelineExecutor):
         try:
             ray.init(address=address, **options)
         except ConnectionError as error:
+            if address and address != "auto" and not address.startswith("ray://"):  # it answered on TCP
+                raise RayNotAvailableError(
+                    f"Something answers at {address}, but joining it as a Ray cluster failed ({error}). Check "
+                    "that it is the head node's GCS port (`ray status` there), that this Ray is the cluster's "
+                    "version, and, for a cluster with token authentication, that RAY_AUTH_MODE=token is set here "
+                    "and the cluster's token is this machine's too."
+                ) from None
             raise RayNotAvailableError(
                 f"No Ray cluster found at address={address!r} ({error}). Start one with `ray start --head`, "
                 "pass its HOST:PORT, or leave the address out to start a local cluster for the run."

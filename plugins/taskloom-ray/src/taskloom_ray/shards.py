@@ -19,7 +19,6 @@ names that start with ``_``, which those readers skip.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import os
 from collections.abc import Iterator, Mapping
@@ -70,7 +69,7 @@ class ShardSource(Source):
     stop: int = Field(ge=0)
 
     def rows(self) -> Iterator[Row]:
-        return itertools.islice(self.source.rows(), self.start, self.stop)
+        return self.source.rows_between(self.start, self.stop)
 
     def count(self) -> int | None:
         return self.stop - self.start

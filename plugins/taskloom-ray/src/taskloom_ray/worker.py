@@ -67,6 +67,7 @@ class ShardWorker:
             use_cache=options.get("use_cache", True),
             progress=lambda stats: self.live.__setitem__(shard.index, stats),
             progress_interval=float(options.get("progress_interval", 0.5)),
+            card=False,  # the run's card is the driver's, over every shard
         )
         try:
             result = LocalExecutor().run(own, request)
