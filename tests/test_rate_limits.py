@@ -248,3 +248,41 @@ def test_the_hot_path_neither_waits_nor_estimates_tokens_when_no_limit_binds(
 def test_a_limit_must_be_above_zero(field: str, value: int) -> None:
     with pytest.raises(ValidationError, match=field):
         get_llm("openai", model="m", base_url="http://127.0.0.1:9/v1", api_key="none", **{field: value})
+
+
+class SharedBucket:
+    """An allowance as a cluster keeps one (one bucket for several processes' limiters), in-process.
+
+    ``taskloom-ray`` keeps it in an actor; here both limiters call it directly, which is what each
+    of those processes does through Ray.
+    """
+
+    def __init__(self, per_minute: float) -> None:
+        self.bucket = limits.Bucket(per_minute)
+        self.grants = 0
+
+    async def grant(self, which: str, amount: float) -> float:
+        self.grants += 1
+        import time
+
+        return self.bucket.reserve(amount, time.monotonic())
+
+
+def test_limiters_sharing_an_allowance_keep_its_limit_together_asking_for_it_in_chunks() -> None:
+    # Two limiters as two worker processes have them (two keys here, since one process shares one
+    # limiter per key), each set to the full limit: alone each would send the whole rate.
+    with RateLimitedServer(requests_per_minute=int(RPM * 1.15), burst_seconds=1.2, delay=0.05) as server:
+        shared = SharedBucket(RPM)
+        first = openai(server, requests_per_minute=RPM, api_key="worker-1")
+        second = openai(server, requests_per_minute=RPM, api_key="worker-2")
+        assert first.limiter() is not second.limiter()
+        for llm in (first, second):
+            llm.limiter().share(shared)
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            list(pool.map(lambda pair: generate(*pair), [(first, 40, "a"), (second, 40, "b")]))
+        stats, times = server.stats(), answered(server)
+    assert stats["rate_limited"] == 0, stats
+    rate = steady_rate(times, RPM / 60)
+    assert rate <= SLACK * RPM / 60, f"{rate:.1f} requests a second for {RPM / 60:.0f} allowed"
+    # 20 a second, in chunks of a tenth of a second's worth: about one grant per 2 requests.
+    assert shared.grants <= 80 / 2 + 4, shared.grants

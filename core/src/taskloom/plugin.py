@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from taskloom.llms.async_llm import AsyncLLM, failed_output
     from taskloom.llms.base import LLM
     from taskloom.llms.http import HTTPLLM, Reply, error_for_status, redact, retry_after
+    from taskloom.llms.limits import Allowance, Bucket
     from taskloom.llms.options import GenerationOptions, OptionError, OutputSchema, json_schema_of
     from taskloom.llms.outputs import split_evenly, token_counts
     from taskloom.pipeline.base import Sink, SinkWriter, Source, SourceError
@@ -91,6 +92,8 @@ _LAZY = {
     "failed_output": "taskloom.llms.async_llm",
     "LLM": "taskloom.llms.base",
     "HTTPLLM": "taskloom.llms.http",
+    "Allowance": "taskloom.llms.limits",
+    "Bucket": "taskloom.llms.limits",
     "Reply": "taskloom.llms.http",
     "error_for_status": "taskloom.llms.http",
     "redact": "taskloom.llms.http",
@@ -148,9 +151,11 @@ __all__ = [
     "HTTPLLM",
     "LLM",
     "METADATA",
+    "Allowance",
     "AsyncLLM",
     "AuthenticationError",
     "BadRequestError",
+    "Bucket",
     "Call",
     "CallPlan",
     "ChatMessage",

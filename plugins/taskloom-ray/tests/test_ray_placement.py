@@ -16,7 +16,7 @@ import pytest
 ray = pytest.importorskip("ray")
 cluster_utils = pytest.importorskip("ray.cluster_utils")
 
-from taskloom_ray.executor import _ModelPools  # noqa: E402
+from taskloom_ray.executor import _RunActors  # noqa: E402
 from taskloom_ray.shards import ShardError  # noqa: E402
 
 from taskloom import Pipeline, get_llm, get_task  # noqa: E402
@@ -48,7 +48,7 @@ def local_model() -> Pipeline:
 
 def test_one_model_actor_per_fake_gpu_lands_one_on_each_node(three_nodes: Any) -> None:
     settings = get_executor("ray", model_actors=3, model_num_cpus=0, model_resources={"fake_gpu": 1})
-    with _ModelPools(settings, ray, local_model()) as pools:  # type: ignore[arg-type]
+    with _RunActors(settings, ray, local_model()) as pools:  # type: ignore[arg-type]
         models = pools.actors[:-1]  # the last one is their router
         placed = ray.get([actor.where.remote() for actor in models], timeout=120)
     assert len({where["node"] for where in placed}) == 3
@@ -59,4 +59,4 @@ def test_one_model_actor_per_fake_gpu_lands_one_on_each_node(three_nodes: Any) -
 def test_more_model_actors_than_fake_gpus_is_refused_not_left_waiting(three_nodes: Any) -> None:
     settings = get_executor("ray", model_actors=4, model_num_cpus=0, model_resources={"fake_gpu": 1})
     with pytest.raises(ShardError, match=r"need 4 fake_gpu and the cluster has 3"):
-        _ModelPools(settings, ray, local_model()).__enter__()  # type: ignore[arg-type]
+        _RunActors(settings, ray, local_model()).__enter__()  # type: ignore[arg-type]

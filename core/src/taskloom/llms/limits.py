@@ -40,7 +40,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from taskloom.typing import ChatType
 
@@ -149,6 +149,33 @@ class Bucket:
         self.level = min(self.level, remaining)
 
 
+class Allowance(Protocol):
+    """A limit shared with other processes (a cluster's workers): grants part of it on request.
+
+    ``grant(which, amount)`` takes ``amount`` requests (``which="requests"``) or tokens from the
+    shared bucket and answers the seconds until they may be used (0: now). A limiter with an
+    allowance takes it in chunks of :data:`CHUNK_SECONDS` of the limit, so it asks a few times a
+    second, not once per request.
+    """
+
+    async def grant(self, which: str, amount: float) -> float: ...
+
+
+CHUNK_SECONDS = 0.1
+"""How much of a shared limit a limiter takes at once: a tenth of a second's worth, so a worker
+never holds much that another could use, and asks its allowance about ten times a second."""
+
+
+class _Credit:
+    """What this process holds of a shared limit: ``amount`` usable from ``valid_from`` on."""
+
+    __slots__ = ("amount", "valid_from")
+
+    def __init__(self) -> None:
+        self.amount = 0.0
+        self.valid_from = 0.0
+
+
 class Permit:
     """One request's place: what it reserved and when it started."""
 
@@ -196,6 +223,11 @@ class Limiter:
         self.rate_limited = 0
         """Answers 429 (rate limited) or 529/503 (overloaded) received so far."""
         self.requests_sent = 0
+        self.allowance: Allowance | None = None
+        """Where the limits set are shared with other processes (see :meth:`share`); None: this process alone."""
+        self._credits = {"requests": _Credit(), "tokens": _Credit()}
+        self.grants = 0
+        """Times this limiter asked its allowance for more."""
 
     # A copied or pickled LLM finds its limiter again (the same one in this process, the one of
     # its own process after a pickle), configured by its own settings.
@@ -269,6 +301,43 @@ class Limiter:
         """Whether requests need a token estimate (a tokens limit is set or was reported)."""
         return self.tokens is not None
 
+    def share(self, allowance: Allowance | None) -> None:
+        """Keep the limits set (``requests_per_minute``, ``tokens_per_minute``) together with other
+        processes that share ``allowance``: each request also waits for its part of it.
+
+        The buckets here still pace this process; the allowance keeps the sum of every process
+        under the limit. A limit only reported by the API is not shared: each process learns it
+        from its own answers, and backs off on its own 429s.
+        """
+        with self._lock:
+            self.allowance = allowance
+            self._credits = {"requests": _Credit(), "tokens": _Credit()}
+
+    async def _shared_ready(self, tokens: int) -> float:
+        """When the shared allowance covers this request (a ``time.monotonic()``; 0 for now)."""
+        allowance = self.allowance
+        assert allowance is not None
+        ready = 0.0
+        for which, cost, per_minute in (("requests", 1, self._set_rpm), ("tokens", tokens, self._set_tpm)):
+            if not cost or per_minute is None:
+                continue
+            with self._lock:
+                credit = self._credits[which]
+                if credit.amount >= cost:
+                    credit.amount -= cost
+                    ready = max(ready, credit.valid_from)
+                    continue
+                chunk = max(float(cost), per_minute / 60.0 * CHUNK_SECONDS)
+                self.grants += 1
+            delay = await allowance.grant(which, chunk)  # outside the lock: another process answers
+            mine = time.monotonic() + delay  # this request's own turn, whatever the other grants said
+            with self._lock:
+                if chunk > cost:  # the rest of the chunk is this process's from the same moment
+                    credit.amount += chunk - cost
+                    credit.valid_from = max(credit.valid_from, mine)
+            ready = max(ready, mine)
+        return ready
+
     # -- one request -----------------------------------------------------------------------------
 
     async def acquire(self, tokens: int = 0) -> Permit:
@@ -290,6 +359,8 @@ class Limiter:
                     ready += self.requests.reserve(1, now)
                 if self.tokens is not None and tokens:
                     ready = max(ready, now + self.tokens.reserve(tokens, now))
+            if self.allowance is not None:
+                ready = max(ready, await self._shared_ready(tokens))
             while True:
                 wait = max(ready, self._paused_until) - time.monotonic()
                 if wait <= 0:
@@ -457,7 +528,9 @@ def forget_limiters() -> None:
 
 
 __all__ = [
+    "CHUNK_SECONDS",
     "REFUSED",
+    "Allowance",
     "Bucket",
     "Limiter",
     "Permit",

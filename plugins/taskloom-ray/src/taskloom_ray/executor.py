@@ -147,7 +147,7 @@ def _run_phases(settings: RayExecutor, ray: ModuleType, pipeline: Pipeline, requ
     """Every phase of ``pipeline`` in turn (one, unless a step needs all rows), then the run's record."""
     folder = RunFolder(request.output, pipeline.name, pipeline.signature())
     folder.claim()
-    with folder.lock(), _ModelPools(settings, ray, pipeline) as pools:
+    with folder.lock(), _RunActors(settings, ray, pipeline) as pools:
         phases = plan_phases(pipeline, request.output)
         overall = RunStats(steps=_blank_steps(pipeline))
         source: Source = request.source
@@ -175,8 +175,9 @@ def _run_phases(settings: RayExecutor, ray: ModuleType, pipeline: Pipeline, requ
     return result
 
 
-class _ModelPools:
-    """The model actors of a run: ``model_actors`` per local LLM, behind a router, for every phase."""
+class _RunActors:
+    """The actors every phase of a run shares: ``model_actors`` per local LLM behind a router, and a
+    limiter actor per account and model with limits set."""
 
     def __init__(self, settings: RayExecutor, ray: ModuleType, pipeline: Pipeline) -> None:
         self.settings = settings
@@ -184,14 +185,23 @@ class _ModelPools:
         self.pipeline = pipeline
         self.served: dict[str, tuple[Any, int]] = {}
         """Step name -> (its model's router, calls a worker keeps in flight to it)."""
+        self.allowances: dict[str, Any] = {}
+        """Step name -> the limiter actor of its account and model."""
         self.actors: list[Any] = []
         self.groups: list[Any] = []
         self.reserved: dict[str, float] = {}
 
-    def __enter__(self) -> _ModelPools:
+    def __enter__(self) -> _RunActors:
+        from taskloom_ray.limits import LimiterActor, shared_limits
         from taskloom_ray.models import ModelActor, ModelRouter
 
         ray, settings = self.ray, self.settings
+        limiters: dict[str, Any] = {}
+        for name, (group, rpm, tpm) in shared_limits(self.pipeline).items():
+            if group not in limiters:
+                limiters[group] = ray.remote(LimiterActor).options(num_cpus=0).remote(rpm, tpm)
+                self.actors.append(limiters[group])
+            self.allowances[name] = limiters[group]
         local = {
             name: step
             for name, step in self.pipeline.steps.items()
@@ -287,7 +297,7 @@ class _Run:
         before: RunStats,
         *,
         last: bool,
-        pools: _ModelPools,
+        pools: _RunActors,
     ) -> None:
         self.settings = settings
         self.ray = ray
@@ -303,7 +313,6 @@ class _Run:
         self.sinks = shard_sinks(list(self.pipeline.sinks)) if last else [get_sink("jsonl")]
         self.workers: list[Any] = []
         self.travelling: Any = None
-        self.share = 1
         self.attempts: dict[int, int] = {}
 
     def execute(self) -> None:
@@ -406,9 +415,11 @@ class _Run:
             max_task_retries=0,  # a shard is retried by the driver, on whichever worker is free
             max_concurrency=settings.shards_per_worker,
         )
-        served = {name: self.pools.served[name] for name in self.pipeline.steps if name in self.pools.served}
+        steps = self.pipeline.steps
+        served = {name: self.pools.served[name] for name in steps if name in self.pools.served}
+        allowances = {name: self.pools.allowances[name] for name in steps if name in self.pools.allowances}
         root = str(self.layout.root.resolve())
-        return actor.remote(self._travelling(), root, str(marker), own_sinks, self.share, served)
+        return actor.remote(self._travelling(), root, str(marker), own_sinks, served, allowances)
 
     def _travelling(self) -> Any:
         """The pipeline as the workers get it: without its source (each shard gets its own range of
@@ -425,8 +436,7 @@ class _Run:
         ray = self.ray
         source_ref = ray.put(self.request.source)
         options = {"use_cache": self.request.use_cache, "progress_interval": self.request.progress_interval}
-        self.share = self._worker_count(len(todo))  # each worker keeps 1/share of every rate limit
-        self.workers = [self._new_worker(own_sinks, marker) for _ in range(self.share)]
+        self.workers = [self._new_worker(own_sinks, marker) for _ in range(self._worker_count(len(todo)))]
         busy: dict[int, int] = dict.fromkeys(range(len(self.workers)), 0)
         pending: dict[Any, tuple[Shard, int]] = {}
         last_tick = 0.0

@@ -32,8 +32,8 @@ class ShardWorker:
         root: str,
         marker: str,
         sinks: list[Sink],
-        share: int = 1,
         served: dict[str, tuple[Any, int]] | None = None,
+        allowances: dict[str, Any] | None = None,
     ) -> None:
         if not Path(marker).exists():
             raise ShardError(
@@ -45,16 +45,17 @@ class ShardWorker:
         self.layout = Layout(Path(root))
         self.sinks = sinks
         self.live: dict[int, RunStats] = {}
+        from taskloom_ray.limits import RayAllowance
         from taskloom_ray.models import ServedLLM
 
+        served, allowances = served or {}, allowances or {}
         for name, step in pipeline.steps.items():
-            if isinstance(step, Task) and step.llm is not None:
-                if name in (served or {}):
-                    router, at_once = (served or {})[name]
-                    step.llm = ServedLLM.standing_in_for(step.llm, router, at_once)  # the model lives in its actors
-                else:
-                    split_rate_limits(step.llm, share)
+            if isinstance(step, Task) and step.llm is not None and name in served:
+                router, at_once = served[name]
+                step.llm = ServedLLM.standing_in_for(step.llm, router, at_once)  # the model lives in its actors
             step.load()  # once per worker: each shard's run leaves a loaded step loaded
+            if isinstance(step, Task) and name in allowances:
+                step.llm.limiter().share(RayAllowance(allowances[name]))  # type: ignore[union-attr]
 
     def run_shard(self, shard: Shard, source: Source, options: dict[str, Any]) -> dict[str, Any]:
         """Run one shard and publish its parts; its manifest (what it made and paid)."""
@@ -106,24 +107,6 @@ class ShardWorker:
     def ping(self) -> int:
         """This worker's process id: alive, and which process it is."""
         return os.getpid()
-
-
-def split_rate_limits(llm: Any, share: int) -> None:
-    """Give this worker its ``1 / share`` of each rate limit the user set, so the workers together keep it.
-
-    Each worker process paces its own requests; split evenly, their sum never passes the limit
-    the account has. The price: near a run's end, when fewer workers still have shards, the
-    cluster sends less than the limit allows. (Limits an API reports in its headers are adopted
-    by each worker as they come, and a worker that gets a 429 backs off on its own.)
-    """
-    if share <= 1 or llm is None:
-        return
-    for member in getattr(llm, "llms", None) or []:  # a fallback's members
-        split_rate_limits(member, share)
-    for name in ("requests_per_minute", "tokens_per_minute"):
-        value = getattr(llm, name, None)
-        if isinstance(value, int) and value > 0:
-            setattr(llm, name, max(1, value // share))
 
 
 def _columns(paths: list[Path]) -> list[str]:
