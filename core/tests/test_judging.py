@@ -36,3 +36,29 @@ def test_a_verdict_for_the_longer_answer_counts_as_a_length_win() -> None:
     summary = stats.summary()
     assert summary["longer_answer_win_rate"] == 0.5 and summary["order_flip_rate"] == pytest.approx(1 / 3, abs=1e-3)
     assert summary["tie_rate"] == pytest.approx(1 / 3, abs=1e-3)
+
+
+def test_statistics_of_parts_merged_are_the_statistics_of_the_whole() -> None:
+    score_rows = (
+        [
+            {"score": s, "generation": "word " * (i + 1), "distilabel_metadata": {}}
+            for i, s in enumerate([1, 3, 2, 5, 4])
+        ]
+        + [{"score": None, "distilabel_metadata": {"raw_output_j": f"unreadable {i}"}} for i in range(5)]
+        + [{"score": None, "distilabel_metadata": {"error_j": "ServerError: down"}}]
+    )
+    verdict_rows = [
+        {"verdict": v, "generations": ["a", "a b c"], "agree": i % 2 == 0}
+        for i, v in enumerate(["A", "B", "tie", "A", "B", "B"])
+    ]
+    for make, rows in [
+        (lambda: ScoreStatistics("j", scores="score", answers="generation"), score_rows),
+        (lambda: VerdictStatistics("j", verdict="verdict", answers="generations", orders_agree="agree"), verdict_rows),
+    ]:
+        whole, first, second = make(), make(), make()
+        for i, row in enumerate(rows):
+            whole.add(row)
+            (first if i % 3 else second).add(row)  # interleaved, as shards of one run never are, to be strict
+        first.merge(second)
+        assert first.summary() == whole.summary()
+    assert len(first.unreadable_examples) <= 3

@@ -49,6 +49,25 @@ class JudgeStatistics:
     def judge(self, row: Row, meta: dict[str, Any]) -> None:
         raise NotImplementedError
 
+    def merge(self, other: JudgeStatistics) -> None:
+        """Count what ``other`` saw as seen here too: the same judge over another part of the rows.
+
+        Counters and counts add up and collected items join (examples up to their bound), so the
+        statistics of a run cut into shards are those of the whole run. A subclass whose state is
+        not counts, counters and lists overrides it.
+        """
+        for name, value in vars(other).items():
+            mine = getattr(self, name, None)
+            if isinstance(value, bool | str) or value is None:
+                continue
+            if isinstance(value, Counter):
+                mine.update(value)  # type: ignore[union-attr]
+            elif isinstance(value, int | float):
+                setattr(self, name, (mine or 0) + value)
+            elif isinstance(value, list):
+                room = EXAMPLES - len(mine) if name == "unreadable_examples" else len(value)  # type: ignore[arg-type]
+                mine.extend(value[: max(0, room)])  # type: ignore[union-attr]
+
     def _unreadable(self, meta: dict[str, Any]) -> None:
         raw = meta.get(f"raw_output_{self.task_name}")
         if raw is None:

@@ -19,6 +19,7 @@ Why it is shaped this way:
 from __future__ import annotations
 
 import asyncio
+import copy
 import dataclasses
 import itertools
 import json
@@ -199,11 +200,17 @@ class StepStats:
         """Count ``other``'s work as this step's too: the same step run over another part of the rows.
 
         Counters add up; the rows left out add up by reason. What cannot be summed from two
-        counts (a judge's statistics, the live limiter) is not; a step's own measurement is taken
-        from whichever part has one (a step that measures sees every row: ``needs_all_rows``).
+        counts (the live limiter) is not; a judge's statistics merge (:meth:`JudgeStatistics.merge`);
+        a step's own measurement is taken from whichever part has one (a step that measures sees
+        every row: ``needs_all_rows``).
         """
         for name in _SUMMED:
             setattr(self, name, getattr(self, name) + getattr(other, name))
+        if other.judge is not None:
+            if self.judge is None:
+                self.judge = copy.deepcopy(other.judge)
+            else:
+                self.judge.merge(other.judge)
         for reason, count in other.dropped.items():
             self.dropped[reason] = self.dropped.get(reason, 0) + count
         self.model = self.model or other.model
