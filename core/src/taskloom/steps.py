@@ -26,6 +26,13 @@ _IN_RECIPE: contextvars.ContextVar[bool] = contextvars.ContextVar("taskloom_in_r
 ProcessMethod: TypeAlias = Callable[[Any, list[Row]], Iterator[list[Row]]]
 
 
+def _in_recipe() -> bool:
+    """Whether the row recipe is running (a function, not the variable, for the wrapper below to
+    use: a step class defined in a script is pickled by value, with the globals its methods read,
+    and a context variable does not pickle)."""
+    return _IN_RECIPE.get()
+
+
 def _applying_mappings(raw: ProcessMethod) -> ProcessMethod:
     """A step's own ``process`` as its public one: called from outside, it runs the whole row
     recipe (:meth:`Step.work`); called from inside it (``super().process``), it is the raw
@@ -33,7 +40,7 @@ def _applying_mappings(raw: ProcessMethod) -> ProcessMethod:
 
     @functools.wraps(raw)
     def process(self: Step, inputs: list[Row]) -> Iterator[list[Row]]:
-        if _IN_RECIPE.get():
+        if _in_recipe():
             yield from raw(self, inputs)
         else:
             yield run_work(self.work(inputs))
@@ -213,6 +220,16 @@ class Step(Component, ABC):
     def dropped(self) -> dict[str, int]:
         """Rows left out so far, by reason."""
         return dict(self._dropped)
+
+    def for_part(self) -> Step:
+        """A copy to run over one part of the rows (a shard) beside others: it shares what ``load``
+        acquired (a loaded model, an open client) and counts its own rows left out.
+
+        A step whose other state must not be shared between parts run at once overrides it.
+        """
+        part = self.model_copy()
+        part._dropped = Counter()
+        return part
 
     def measured(self) -> dict[str, Any] | None:
         """What the step measured over every row it saw, as plain JSON data; None for nothing.

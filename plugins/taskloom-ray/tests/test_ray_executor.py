@@ -294,8 +294,12 @@ def test_a_run_folder_the_workers_cannot_see_is_refused(
     from taskloom_ray import executor
 
     monkeypatch.setattr(executor._Run, "_marker", lambda self: tmp_path / "elsewhere" / ".driver-gone")
-    with pytest.raises(ShardError, match=r"cannot see the run folder .* shared file system"):
+    started = time.monotonic()
+    with pytest.raises(
+        ShardError, match=r"A Ray worker could not start: .*cannot see the run folder .* shared POSIX file system"
+    ):
         pipeline(server, 60).run(output=tmp_path / "run", progress=None, executor=ray_executor())
+    assert time.monotonic() - started < 30  # a worker that cannot start is the run's error, not one to restart
     assert server.stats()["requests"] == 0
 
 
@@ -493,3 +497,100 @@ def _cache_keys(path: Path) -> set[str]:
 
     with contextlib.closing(sqlite3.connect(path)) as db:
         return {key for (key,) in db.execute("SELECT key FROM generations")}
+
+
+def test_rows_that_failed_are_asked_again_by_a_rerun_as_the_local_executor_does(
+    cluster: str, server: RateLimitedServer, tmp_path: Path
+) -> None:
+    def failing_once() -> Pipeline:
+        llm = get_llm(
+            "openai", model="m", base_url=server.url, api_key="none", max_concurrency=8, retry={"max_attempts": 1}
+        )
+        return Pipeline(get_task("text-generation", name="answer", llm=llm), source=rows(60), name="failing")
+
+    server.down(500)
+    first = failing_once().run(output=tmp_path / "run", progress=None, executor=ray_executor(shard_rows=30))
+    assert first.stats.steps["answer"].rows_failed == 60
+    server.down(None)
+    again = failing_once().run(output=tmp_path / "run", progress=None, executor=ray_executor(shard_rows=30))
+    assert again.stats.steps["answer"].rows_failed == 0
+    assert all(row["generation"] for row in again.rows())
+    assert server.stats()["answered"] == 60
+
+
+def test_shards_run_at_once_on_one_worker_count_their_own_rows(
+    cluster: str, server: RateLimitedServer, tmp_path: Path
+) -> None:
+    from taskloom import get_step
+
+    def filtered() -> Pipeline:
+        llm = get_llm("openai", model="m", base_url=server.url, api_key="none", max_concurrency=8)
+        answer = get_task("text-generation", name="answer", llm=llm)
+        odd = get_step("filter", name="odd", expression="n is odd")
+        source = [{**row, "n": i} for i, row in enumerate(rows(200))]
+        return Pipeline([answer, odd], source=source, name="filtered")
+
+    local = filtered().run(output=tmp_path / "local", progress=None)
+    sharded = filtered().run(
+        output=tmp_path / "ray", progress=None, executor=ray_executor(workers=1, shard_rows=25, shards_per_worker=2)
+    )
+    assert list(sharded.rows()) == list(local.rows())
+    assert sharded.stats.steps["odd"].dropped == local.stats.steps["odd"].dropped
+    assert sum(local.stats.steps["odd"].dropped.values()) == 100
+
+
+def test_a_step_class_written_in_a_script_travels_to_the_workers(cluster: str, tmp_path: Path) -> None:
+    script = tmp_path / "custom.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import sys
+            from collections.abc import Iterator
+            from typing import Any
+            from taskloom import Pipeline, Step
+            from taskloom.registry import get_executor
+
+            class Shout(Step):
+                @property
+                def inputs(self) -> list[str]:
+                    return ["instruction"]
+
+                @property
+                def outputs(self) -> list[str]:
+                    return ["instruction"]
+
+                def process(self, inputs: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+                    yield [{"instruction": row["instruction"].upper()} for row in inputs]
+
+            source = [{"instruction": f"row {i}"} for i in range(30)]
+            result = Pipeline([Shout(name="shout")], source=source, name="custom").run(
+                output=sys.argv[2], progress=None, executor=get_executor("ray", address=sys.argv[1], shard_rows=10)
+            )
+            print([row["instruction"] for row in result.rows()][:2])
+            """
+        ),
+        encoding="utf-8",
+    )
+    done = subprocess.run(
+        [sys.executable, str(script), cluster, str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "['ROW 0', 'ROW 1']" in done.stdout
+
+
+def test_the_rate_limits_of_a_fallbacks_members_are_each_shared() -> None:
+    from taskloom_ray.limits import limit_group, limited_llms, shared_limits
+
+    first = get_llm("openai", model="a", base_url="http://127.0.0.1:9/v1", api_key="k1", requests_per_minute=600)
+    second = get_llm("openai", model="b", base_url="http://127.0.0.1:9/v1", api_key="k2", tokens_per_minute=9000)
+    unlimited = get_llm("openai", model="c", base_url="http://127.0.0.1:9/v1", api_key="k3")
+    fallback = get_llm("fallback", llms=[first, second, unlimited])
+    ran = Pipeline(get_task("text-generation", name="answer", llm=fallback), source=rows(2), name="fallback")
+    assert [llm.model_name for llm in limited_llms(fallback)] == ["a", "b"]
+    assert shared_limits(ran) == {limit_group(first): (600, None), limit_group(second): (None, 9000)}
+    other_key = get_llm("openai", model="a", base_url="http://127.0.0.1:9/v1", api_key="k9", requests_per_minute=600)
+    assert limit_group(first) != limit_group(other_key)

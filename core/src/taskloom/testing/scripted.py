@@ -35,6 +35,10 @@ class _Script:
         self.cycle: itertools.cycle[Reply] | None = None
         self.calls: list[dict[str, Any]] = []
 
+    def __reduce__(self) -> tuple[type[_Script], tuple[()]]:
+        # A copy sent to another process (a Ray worker) starts its script afresh, as a new LLM would.
+        return (_Script, ())
+
 
 class _ScriptedMixin:
     model: str

@@ -56,6 +56,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger("taskloom.ray")
 
 
+MODEL_START_TIMEOUT = 600.0
+"""Seconds the model actors have to be placed and load their model."""
+
+
 class RayNotAvailableError(TaskloomError):
     """Ray is not installed, or no cluster answers at the address given."""
 
@@ -103,6 +107,12 @@ class RayExecutor(PipelineExecutor):
         "its bundles, e.g. [{'GPU': 1}, {'GPU': 1}]; the actor itself takes the first.",
     )
     connect_timeout: float = Field(default=10.0, gt=0, description="Seconds to wait for a cluster to answer.")
+    start_timeout: float = Field(
+        default=120.0,
+        gt=0,
+        description="Seconds to wait for the workers to start: one still waiting for free resources then is "
+        "given up (the run fails if none started).",
+    )
     runtime_env: dict[str, Any] | None = Field(
         default=None, description="Ray's runtime_env for the workers (working_dir, pip, env_vars) on a real cluster."
     )
@@ -186,7 +196,7 @@ class _RunActors:
         self.served: dict[str, tuple[Any, int]] = {}
         """Step name -> (its model's router, calls a worker keeps in flight to it)."""
         self.allowances: dict[str, Any] = {}
-        """Step name -> the limiter actor of its account and model."""
+        """Group of LLMs sharing a limit (:func:`limit_group`) -> its limiter actor."""
         self.actors: list[Any] = []
         self.groups: list[Any] = []
         self.reserved: dict[str, float] = {}
@@ -196,12 +206,9 @@ class _RunActors:
         from taskloom_ray.models import ModelActor, ModelRouter
 
         ray, settings = self.ray, self.settings
-        limiters: dict[str, Any] = {}
-        for name, (group, rpm, tpm) in shared_limits(self.pipeline).items():
-            if group not in limiters:
-                limiters[group] = ray.remote(LimiterActor).options(num_cpus=0).remote(rpm, tpm)
-                self.actors.append(limiters[group])
-            self.allowances[name] = limiters[group]
+        for group, (rpm, tpm) in shared_limits(self.pipeline).items():
+            self.allowances[group] = ray.remote(LimiterActor).options(num_cpus=0).remote(rpm, tpm)
+            self.actors.append(self.allowances[group])
         local = {
             name: step
             for name, step in self.pipeline.steps.items()
@@ -226,7 +233,13 @@ class _RunActors:
                 actors = [self._actor(ModelActor, step.llm) for _ in range(settings.model_actors)]
                 self.actors += actors
                 try:
-                    ray.get([actor.where.remote() for actor in actors], timeout=600)  # loaded, or why not
+                    ray.get([actor.where.remote() for actor in actors], timeout=MODEL_START_TIMEOUT)  # loaded?
+                except ray.exceptions.GetTimeoutError:
+                    raise ShardError(
+                        f"Step {name!r}: its {settings.model_actors} model actor(s) were not up after "
+                        f"{MODEL_START_TIMEOUT:g} s: the cluster has no free resources for them (`ray status` shows "
+                        "what is free), or the model takes longer to load."
+                    ) from None
                 except ray.exceptions.RayActorError as error:
                     raise ShardError(
                         f"Step {name!r}: its model {step.llm.model_name!r} failed to load in a model actor: {error}"
@@ -325,7 +338,7 @@ class _Run:
         todo: deque[Shard] = deque()
         for shard in shards:
             manifest = self.layout.finished(shard) if self.request.use_cache else None
-            if manifest is None:
+            if manifest is None or _failed_rows(manifest):  # failed rows are asked again, as locally
                 todo.append(shard)
             else:
                 self.stats.add(_finished_before(manifest, self.stats))
@@ -417,9 +430,8 @@ class _Run:
         )
         steps = self.pipeline.steps
         served = {name: self.pools.served[name] for name in steps if name in self.pools.served}
-        allowances = {name: self.pools.allowances[name] for name in steps if name in self.pools.allowances}
         root = str(self.layout.root.resolve())
-        return actor.remote(self._travelling(), root, str(marker), own_sinks, served, allowances)
+        return actor.remote(self._travelling(), root, str(marker), own_sinks, served, self.pools.allowances)
 
     def _travelling(self) -> Any:
         """The pipeline as the workers get it: without its source (each shard gets its own range of
@@ -437,6 +449,7 @@ class _Run:
         source_ref = ray.put(self.request.source)
         options = {"use_cache": self.request.use_cache, "progress_interval": self.request.progress_interval}
         self.workers = [self._new_worker(own_sinks, marker) for _ in range(self._worker_count(len(todo)))]
+        self._await_workers()
         busy: dict[int, int] = dict.fromkeys(range(len(self.workers)), 0)
         pending: dict[Any, tuple[Shard, int]] = {}
         last_tick = 0.0
@@ -499,6 +512,35 @@ class _Run:
             return
         self.stats.add(outcome["stats"])
 
+    def _await_workers(self) -> None:
+        """Wait for the workers to start: one that failed to is the run's error, at once (not a
+        worker to restart); one the cluster has no room for within ``start_timeout`` is dropped."""
+        ray = self.ray
+        pings = {worker.ping.options(concurrency_group="control").remote(): worker for worker in self.workers}
+        ready, waiting = ray.wait(list(pings), num_returns=len(pings), timeout=self.settings.start_timeout)
+        for ref in ready:
+            try:
+                ray.get(ref)
+            except ray.exceptions.RayActorError as error:
+                self._stop_workers()
+                raise ShardError(f"A Ray worker could not start: {_cause(error)}") from None
+        if not ready:
+            self._stop_workers()
+            extra = f" and {self.settings.resources}" if self.settings.resources else ""
+            raise ShardError(
+                f"No Ray worker started within {self.settings.start_timeout:g} s: the cluster has no free "
+                f"{self.settings.num_cpus:g} CPU{extra} for one (other jobs hold them; `ray status` shows what "
+                "is free). Free some, lower num_cpus, or raise start_timeout."
+            )
+        for ref in waiting:
+            with contextlib.suppress(Exception):
+                ray.kill(pings[ref], no_restart=True)
+        if waiting:
+            logger.warning(
+                "%d of %d Ray workers found no free resources; running on %d", len(waiting), len(pings), len(ready)
+            )
+        self.workers = [pings[ref] for ref in ready]
+
     def _revive(self, index: int, own_sinks: list[Any], marker: Path) -> None:
         """Keep worker ``index`` if Ray restarted it; replace it if it is gone for good."""
         ray = self.ray
@@ -553,6 +595,13 @@ class _Run:
         return result
 
 
+def _cause(error: Exception) -> str:
+    """What a dead actor's error says went wrong in it: its last line that names an exception."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    named = [line for line in lines if "Error:" in line or "Exception:" in line]
+    return (named[-1] if named else lines[-1] if lines else type(error).__name__)[:1000]
+
+
 def _chunks(rows: Any, size: int) -> Any:
     chunk: list[Any] = []
     for row in rows:
@@ -562,6 +611,11 @@ def _chunks(rows: Any, size: int) -> Any:
             chunk = []
     if chunk:
         yield chunk
+
+
+def _failed_rows(manifest: dict[str, Any]) -> int:
+    steps = manifest.get("stats", {}).get("steps", {})
+    return sum(int(step.get("rows_failed", 0)) for step in steps.values() if isinstance(step, dict))
 
 
 def _finished_before(manifest: dict[str, Any], shape: RunStats) -> RunStats:
@@ -578,6 +632,8 @@ def _finished_before(manifest: dict[str, Any], shape: RunStats) -> RunStats:
             rows_failed=int(recorded.get("rows_failed", 0)),
             cached=int(recorded.get("requests", 0)) + int(recorded.get("cached", 0)),
             model=recorded.get("model"),
+            measured=recorded.get("measured"),  # a whole-row measure (one shard) is kept as it was
+            dropped=dict(recorded.get("rows_dropped", {})),
         )
     done.read = int(manifest.get("stop", 0)) - int(manifest.get("start", 0))
     done.done = done.read

@@ -51,30 +51,36 @@ class RayAllowance:
         return delay
 
 
-def shared_limits(pipeline: Pipeline) -> dict[str, tuple[str, float | None, float | None]]:
-    """For each step whose LLM has a limit set: its account's group, and the limits the group keeps.
+def limited_llms(llm: Any) -> list[HTTPLLM]:
+    """The HTTP LLMs with a rate limit set in ``llm``: itself, or the members of a fallback."""
+    found = []
+    for member in getattr(llm, "llms", None) or []:  # a fallback's members, each with its own limits
+        found += limited_llms(member)
+    if isinstance(llm, HTTPLLM) and (llm.requests_per_minute is not None or llm.tokens_per_minute is not None):
+        found.append(llm)
+    return found
 
-    A group is one provider, endpoint, key and model (the key by a digest, never itself): the
-    steps of one group share one limiter actor, at the lowest limits any of them set, as the
-    steps of a local run share one limiter.
-    """
-    found: dict[str, tuple[str, float | None, float | None]] = {}
-    for name, step in pipeline.steps.items():
-        llm = step.llm if isinstance(step, Task) else None
-        if not isinstance(llm, HTTPLLM) or (llm.requests_per_minute is None and llm.tokens_per_minute is None):
-            continue
-        rpm, tpm = llm.requests_per_minute, llm.tokens_per_minute
-        key = llm.api_key.get_secret_value() if llm.api_key is not None else f"env:{llm.key_env or llm.api_key_env}"
-        digest = hashlib.sha256(key.encode()).hexdigest()
-        identity = "|".join(
-            [f"{type(llm).__module__}.{type(llm).__qualname__}", llm.api_root(), digest, llm.model_name]
-        )
-        found[name] = (hashlib.sha256(identity.encode()).hexdigest()[:16], rpm, tpm)
+
+def limit_group(llm: HTTPLLM) -> str:
+    """Who shares one limit: the provider, endpoint, key (by a digest, never itself) and model."""
+    key = llm.api_key.get_secret_value() if llm.api_key is not None else f"env:{llm.key_env or llm.api_key_env}"
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    identity = "|".join([f"{type(llm).__module__}.{type(llm).__qualname__}", llm.api_root(), digest, llm.model_name])
+    return hashlib.sha256(identity.encode()).hexdigest()[:16]
+
+
+def shared_limits(pipeline: Pipeline) -> dict[str, tuple[float | None, float | None]]:
+    """Each group of LLMs with limits set, and the limits it keeps: the lowest any of them set, as
+    the LLMs of a local run that share one limiter keep."""
     groups: dict[str, tuple[float | None, float | None]] = {}
-    for group, requests, tokens in found.values():
-        low_rpm, low_tpm = groups.get(group, (None, None))
-        groups[group] = (_lowest(low_rpm, requests), _lowest(low_tpm, tokens))
-    return {name: (group, *groups[group]) for name, (group, _, _) in found.items()}
+    for step in pipeline.steps.values():
+        for llm in limited_llms(step.llm if isinstance(step, Task) else None):
+            low_rpm, low_tpm = groups.get(limit_group(llm), (None, None))
+            groups[limit_group(llm)] = (
+                _lowest(low_rpm, llm.requests_per_minute),
+                _lowest(low_tpm, llm.tokens_per_minute),
+            )
+    return groups
 
 
 def _lowest(a: float | None, b: float | None) -> float | None:

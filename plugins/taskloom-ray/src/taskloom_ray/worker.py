@@ -13,6 +13,7 @@ and health calls have a thread of their own, so the driver can read a busy worke
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import socket
 import time
@@ -39,13 +40,13 @@ class ShardWorker:
             raise ShardError(
                 f"This worker (host {socket.gethostname()}) cannot see the run folder {root!r}: the driver's "
                 f"marker {marker} is not there. Every node must see the run folder at the same path: put it "
-                "on a shared file system (NFS, a mounted bucket) and pass that path as the output."
+                "on a shared POSIX file system (NFS, say) and pass that path as the output."
             )
         self.pipeline = pipeline
         self.layout = Layout(Path(root))
         self.sinks = sinks
         self.live: dict[int, RunStats] = {}
-        from taskloom_ray.limits import RayAllowance
+        from taskloom_ray.limits import RayAllowance, limit_group, limited_llms
         from taskloom_ray.models import ServedLLM
 
         served, allowances = served or {}, allowances or {}
@@ -54,13 +55,16 @@ class ShardWorker:
                 router, at_once = served[name]
                 step.llm = ServedLLM.standing_in_for(step.llm, router, at_once)  # the model lives in its actors
             step.load()  # once per worker: each shard's run leaves a loaded step loaded
-            if isinstance(step, Task) and name in allowances:
-                step.llm.limiter().share(RayAllowance(allowances[name]))  # type: ignore[union-attr]
+            for llm in limited_llms(step.llm if isinstance(step, Task) else None):
+                if limit_group(llm) in allowances:
+                    llm.limiter().share(RayAllowance(allowances[limit_group(llm)]))
 
     def run_shard(self, shard: Shard, source: Source, options: dict[str, Any]) -> dict[str, Any]:
         """Run one shard and publish its parts; its manifest (what it made and paid)."""
         started = time.time()
         own = copy.copy(self.pipeline)
+        # Shards run at once share the loaded steps, but each counts its own rows (Step.for_part).
+        own.graph = dataclasses.replace(own.graph, steps={n: s.for_part() for n, s in own.graph.steps.items()})
         own.sinks = [sink.model_copy(deep=True) for sink in self.sinks]  # a sink remembers its files
         request = RunRequest(
             source=ShardSource(source=source, start=shard.start, stop=shard.stop),
