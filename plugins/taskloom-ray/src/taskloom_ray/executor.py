@@ -73,7 +73,7 @@ class RayExecutor(PipelineExecutor):
     address: str | None = Field(
         default=None,
         description="The cluster to join: 'auto' (the one this machine is part of), HOST:PORT, or ray://HOST:PORT; "
-        "none starts a local cluster for the run.",
+        "none: the one RAY_ADDRESS names or `ray start` began here, else a local cluster for the run.",
     )
     workers: int | None = Field(
         default=None, ge=1, description="Worker actors; default: as many as the cluster's CPUs allow (num_cpus each)."
@@ -129,6 +129,11 @@ class RayExecutor(PipelineExecutor):
     def _connect(self, ray: ModuleType) -> bool:
         """Join (or start) the cluster; True if this call did, so the run also leaves it."""
         if ray.is_initialized():
+            if self.address is not None or self.runtime_env is not None:
+                logger.warning(
+                    "Ray is already initialised in this process: the run uses that connection, and its own "
+                    "address and runtime_env are not applied."
+                )
             return False
         address = self.address
         if address and address != "auto" and not address.startswith("ray://"):
