@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from taskloom.errors import (
         AuthenticationError,
         BadRequestError,
+        BudgetExceededError,
         GenerationError,
         MissingColumnError,
         OverloadedError,
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     from taskloom.llms.options import GenerationOptions, OptionError, OutputSchema, json_schema_of
     from taskloom.llms.outputs import split_evenly, token_counts
     from taskloom.pipeline.base import Sink, SinkWriter, Source, SourceError
+    from taskloom.pipeline.budget import Budget
     from taskloom.pipeline.card import CARD_FILENAME
     from taskloom.pipeline.executor import RunStats, StepStats
     from taskloom.pipeline.executors import LocalExecutor, PipelineExecutor, RunRequest
@@ -82,6 +84,7 @@ _LAZY = {
     "ServerError": "taskloom.errors",
     "TaskloomError": "taskloom.errors",
     "RunInterrupted": "taskloom.errors",
+    "BudgetExceededError": "taskloom.errors",
     "hookimpl": "taskloom.hookspecs",
     "agreement_in_run": "taskloom.agreement",
     "measure_agreement": "taskloom.agreement",
@@ -108,6 +111,7 @@ _LAZY = {
     "SinkWriter": "taskloom.pipeline.base",
     "Source": "taskloom.pipeline.base",
     "SourceError": "taskloom.pipeline.base",
+    "Budget": "taskloom.pipeline.budget",
     "CARD_FILENAME": "taskloom.pipeline.card",
     "RunStats": "taskloom.pipeline.executor",
     "StepStats": "taskloom.pipeline.executor",
@@ -156,6 +160,8 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "Bucket",
+    "Budget",
+    "BudgetExceededError",
     "Call",
     "CallPlan",
     "ChatMessage",

@@ -314,12 +314,45 @@ def test_more_workers_than_the_cluster_has_cpus_is_refused_not_left_waiting(
         )
 
 
-def test_budgets_are_refused_before_any_request(cluster: str, server: RateLimitedServer, tmp_path: Path) -> None:
-    from taskloom.pipeline.graph import PipelineError
+def test_max_requests_holds_for_the_whole_cluster_and_a_rerun_resumes_without_paying_twice(
+    cluster: str, server: RateLimitedServer, tmp_path: Path
+) -> None:
+    from taskloom.errors import BudgetExceededError
 
-    with pytest.raises(PipelineError, match=r"'ray' executor cannot keep budget_usd or max_requests"):
-        pipeline(server, 10).run(output=tmp_path / "run", max_requests=5, executor=ray_executor())
-    assert server.stats()["requests"] == 0
+    with pytest.raises(BudgetExceededError, match=r"Stopped at max_requests=50: .*run the same command again") as stop:
+        pipeline(server, 200, concurrency=8).run(output=tmp_path / "run", max_requests=50, executor=ray_executor())
+    paid = server.stats()["requests"]
+    assert 40 <= paid <= 50  # never past the cap, whatever the four shards on two workers did
+    assert stop.value.result.stats.stopping == "max_requests"  # type: ignore[attr-defined]
+    assert not (tmp_path / "run" / "data" / "_SUCCESS").exists()
+    done = pipeline(server, 200, concurrency=8).run(output=tmp_path / "run", progress=None, executor=ray_executor())
+    assert done.stats.done == 200
+    assert server.stats()["paid_twice"] == 0
+    assert server.stats()["requests"] == 200
+
+
+def test_a_dollar_budget_holds_for_the_whole_cluster(cluster: str, server: RateLimitedServer, tmp_path: Path) -> None:
+    from taskloom.errors import BudgetExceededError
+
+    llm = get_llm(
+        "openai",
+        model="m",
+        base_url=server.url,
+        api_key="none",
+        max_concurrency=8,
+        generation_kwargs={"max_new_tokens": 10},
+    )
+    priced = Pipeline(
+        get_task("text-generation", name="answer", llm=llm),
+        source=rows(400),
+        name="priced",
+        prices={"m": {"input": 1000, "output": 1000}},  # a thousandth of a dollar a token
+    )
+    with pytest.raises(BudgetExceededError, match=r"Stopped at the budget of \$1 ") as stop:
+        priced.run(output=tmp_path / "run", progress=None, budget_usd=1.0, executor=ray_executor())
+    stats = stop.value.result.stats  # type: ignore[attr-defined]
+    assert 0.5 < stats.cost_usd <= 1.0, stats.cost_usd  # near the cap, never past it
+    assert server.stats()["requests"] == stats.steps["answer"].requests < 400
 
 
 def test_an_address_that_does_not_answer_fails_within_seconds(tmp_path: Path) -> None:

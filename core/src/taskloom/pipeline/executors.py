@@ -24,6 +24,7 @@ from taskloom.component import Component
 from taskloom.pipeline.base import Source
 
 if TYPE_CHECKING:
+    from taskloom.pipeline.budget import Budget
     from taskloom.pipeline.pipeline import Pipeline, Progress, RunResult
 
 
@@ -46,6 +47,9 @@ class RunRequest:
     card: bool = True
     """Whether the run writes its dataset card; an executor running part of a run (a shard) leaves
     the card to the whole run."""
+    budget: Budget | None = None
+    """The budget to keep instead of one made from ``budget_usd`` and ``max_requests``: an executor
+    running part of a run hands each part one that draws on the whole run's (a cluster's)."""
 
     def but(self, **changes: Any) -> RunRequest:
         """This request with some fields changed (a shard of it, say)."""

@@ -373,7 +373,9 @@ class Pipeline:
         chosen, budget_usd, max_requests = request.source, request.budget_usd, request.max_requests
         use_cache, progress, progress_interval = request.use_cache, request.progress, request.progress_interval
         prices = self.price_table()
-        budget = Budget(budget_usd, max_requests) if budget_usd is not None or max_requests is not None else None
+        budget = request.budget
+        if budget is None and (budget_usd is not None or max_requests is not None):
+            budget = Budget(budget_usd, max_requests)
         folder = RunFolder(request.output, self.name, self.signature())
         folder.claim()
         sinks = self.sinks or [get_sink("jsonl")]

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import Field
 
 from taskloom.plugin import (
+    BudgetExceededError,
     Pipeline,
     PipelineExecutor,
     RunFolder,
@@ -68,7 +69,6 @@ class RayExecutor(PipelineExecutor):
     """Runs the rows on a Ray cluster: shards of the source, each run whole by a worker actor."""
 
     registry_name: ClassVar[str | None] = "ray"
-    handles_budget: ClassVar[bool] = False
 
     address: str | None = Field(
         default=None,
@@ -162,7 +162,7 @@ def _run_phases(settings: RayExecutor, ray: ModuleType, pipeline: Pipeline, requ
     """Every phase of ``pipeline`` in turn (one, unless a step needs all rows), then the run's record."""
     folder = RunFolder(request.output, pipeline.name, pipeline.signature())
     folder.claim()
-    with folder.lock(), _RunActors(settings, ray, pipeline) as pools:
+    with folder.lock(), _RunActors(settings, ray, pipeline, request) as pools:
         phases = plan_phases(pipeline, request.output)
         overall = RunStats(steps=_blank_steps(pipeline))
         source: Source = request.source
@@ -175,6 +175,8 @@ def _run_phases(settings: RayExecutor, ray: ModuleType, pipeline: Pipeline, requ
             runs.append(run)
             for name, step in run.stats.steps.items():
                 overall.steps[name].add(step)
+            if run.stopped is not None:
+                _stop_at_budget(pipeline, folder, request, overall, runs, run.stopped)
             if not last:
                 source = PartsSource(folder=str((root / DATA_DIR / phase.leaf).resolve()))
         overall.read, overall.total = runs[0].stats.read, runs[0].stats.total
@@ -190,14 +192,48 @@ def _run_phases(settings: RayExecutor, ray: ModuleType, pipeline: Pipeline, requ
     return result
 
 
+def _stop_at_budget(
+    pipeline: Pipeline,
+    folder: RunFolder,
+    request: RunRequest,
+    overall: RunStats,
+    runs: list[_Run],
+    stop: BudgetExceededError,
+) -> None:
+    """End a run whose cap was reached: its record written, what was published kept, the error raised."""
+    why = getattr(getattr(stop, "result", None), "stats", None)
+    overall.stopping = getattr(why, "stopping", None) or "budget"
+    overall.read, overall.total = runs[0].stats.read, runs[0].stats.total
+    overall.done = runs[-1].stats.done if len(runs) == len(plan_phases(pipeline, request.output)) else 0
+    overall.finished = time.monotonic()
+    pipeline.record_run(folder, overall, request)
+    result = runs[-1].result(overall) if overall.done else RunResult(folder.data_dir, overall, pipeline.graph.leaves)
+    if overall.stopping == "max_requests":
+        why_text, more = f"Stopped at max_requests={request.max_requests}", "a larger max_requests"
+    else:
+        why_text = f"Stopped at the budget of ${request.budget_usd:g} (spent {overall.cost_text()})"
+        more = "a larger budget"
+    raise BudgetExceededError(
+        f"{why_text}: the shards finished are published in {request.output}, the others hold what they were "
+        f"paid for in their caches; run the same command again with {more} to resume (nothing already answered "
+        "is paid for again).",
+        result,
+    )
+
+
 class _RunActors:
     """The actors every phase of a run shares: ``model_actors`` per local LLM behind a router, and a
     limiter actor per account and model with limits set."""
 
-    def __init__(self, settings: RayExecutor, ray: ModuleType, pipeline: Pipeline) -> None:
+    def __init__(
+        self, settings: RayExecutor, ray: ModuleType, pipeline: Pipeline, request: RunRequest | None = None
+    ) -> None:
         self.settings = settings
         self.ray = ray
         self.pipeline = pipeline
+        self.request = request
+        self.budget: Any = None
+        """The budget actor, when the run has a ``budget_usd`` or ``max_requests``."""
         self.served: dict[str, tuple[Any, int]] = {}
         """Step name -> (its model's router, calls a worker keeps in flight to it)."""
         self.allowances: dict[str, Any] = {}
@@ -211,6 +247,12 @@ class _RunActors:
         from taskloom_ray.models import ModelActor, ModelRouter
 
         ray, settings = self.ray, self.settings
+        request = self.request
+        if request is not None and (request.budget_usd is not None or request.max_requests is not None):
+            from taskloom_ray.budget import BudgetActor
+
+            self.budget = ray.remote(BudgetActor).options(num_cpus=0).remote(request.budget_usd, request.max_requests)
+            self.actors.append(self.budget)
         for group, (rpm, tpm) in shared_limits(self.pipeline).items():
             self.allowances[group] = ray.remote(LimiterActor).options(num_cpus=0).remote(rpm, tpm)
             self.actors.append(self.allowances[group])
@@ -330,6 +372,8 @@ class _Run:
         self.stats = RunStats(steps=_blank_steps(self.pipeline))
         self.sinks = shard_sinks(list(self.pipeline.sinks)) if last else [get_sink("jsonl")]
         self.workers: list[Any] = []
+        self.stopped: BudgetExceededError | None = None
+        """The first shard's stop at the run's budget, if one stopped there."""
         self.travelling: Any = None
         self.attempts: dict[int, int] = {}
 
@@ -356,7 +400,7 @@ class _Run:
                 with contextlib.suppress(OSError):
                     marker.unlink()
         self.stats.finished = time.monotonic()
-        if not self.last:
+        if not self.last and self.stopped is None:
             write_json(self.layout.success, {"shards": len(shards), "rows": total})
 
     # -- setting up ---------------------------------------------------------------------------
@@ -436,7 +480,9 @@ class _Run:
         steps = self.pipeline.steps
         served = {name: self.pools.served[name] for name in steps if name in self.pools.served}
         root = str(self.layout.root.resolve())
-        return actor.remote(self._travelling(), root, str(marker), own_sinks, served, self.pools.allowances)
+        return actor.remote(
+            self._travelling(), root, str(marker), own_sinks, served, self.pools.allowances, self.pools.budget
+        )
 
     def _travelling(self) -> Any:
         """The pipeline as the workers get it: without its source (each shard gets its own range of
@@ -452,7 +498,12 @@ class _Run:
     def _run_shards(self, todo: deque[Shard], own_sinks: list[Any], marker: Path) -> None:
         ray = self.ray
         source_ref = ray.put(self.request.source)
-        options = {"use_cache": self.request.use_cache, "progress_interval": self.request.progress_interval}
+        options = {
+            "use_cache": self.request.use_cache,
+            "progress_interval": self.request.progress_interval,
+            "budget_usd": self.request.budget_usd,
+            "max_requests": self.request.max_requests,
+        }
         self.workers = [self._new_worker(own_sinks, marker) for _ in range(self._worker_count(len(todo)))]
         self._await_workers()
         busy: dict[int, int] = dict.fromkeys(range(len(self.workers)), 0)
@@ -499,6 +550,13 @@ class _Run:
             outcome = ray.get(ref)
         except ray.exceptions.RayTaskError as error:  # the shard itself raised: a bug or bad data, not luck
             cause = error.as_instanceof_cause()
+            if isinstance(cause, BudgetExceededError):  # the run's cap: no new shard, the running ones stop too
+                self.stopped = self.stopped or cause
+                made = getattr(cause, "result", None)
+                if isinstance(made, RunResult):
+                    self.stats.add(made.stats)
+                todo.clear()
+                return
             raise ShardError(f"{shard} failed: {type(cause).__name__}: {cause}") from cause
         except (
             ray.exceptions.RayActorError,

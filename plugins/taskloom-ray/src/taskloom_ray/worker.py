@@ -20,7 +20,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from taskloom.plugin import LocalExecutor, Pipeline, RunRequest, RunStats, Sink, Source, Task, get_sink
+from taskloom.plugin import (
+    BudgetExceededError,
+    LocalExecutor,
+    Pipeline,
+    RunRequest,
+    RunResult,
+    RunStats,
+    Sink,
+    Source,
+    Task,
+    get_sink,
+)
+from taskloom_ray.budget import ShardBudget
 from taskloom_ray.shards import Layout, Shard, ShardError, ShardSource, publish, write_json
 
 
@@ -35,6 +47,7 @@ class ShardWorker:
         sinks: list[Sink],
         served: dict[str, tuple[Any, int]] | None = None,
         allowances: dict[str, Any] | None = None,
+        budget: Any = None,
     ) -> None:
         if not Path(marker).exists():
             raise ShardError(
@@ -46,6 +59,8 @@ class ShardWorker:
         self.layout = Layout(Path(root))
         self.sinks = sinks
         self.live: dict[int, RunStats] = {}
+        self.budget = budget
+        """The run's budget actor, when it has a cap."""
         from taskloom_ray.limits import RayAllowance, limit_group, limited_llms
         from taskloom_ray.models import ServedLLM
 
@@ -66,18 +81,29 @@ class ShardWorker:
         # Shards run at once share the loaded steps, but each counts its own rows (Step.for_part).
         own.graph = dataclasses.replace(own.graph, steps={n: s.for_part() for n, s in own.graph.steps.items()})
         own.sinks = [sink.model_copy(deep=True) for sink in self.sinks]  # a sink remembers its files
+        budget_usd, max_requests = options.get("budget_usd"), options.get("max_requests")
+        budget = ShardBudget(self.budget, budget_usd, max_requests) if self.budget is not None else None
         request = RunRequest(
             source=ShardSource(source=source, start=shard.start, stop=shard.stop),
             output=self.layout.shard_dir(shard),
             use_cache=options.get("use_cache", True),
             progress=lambda stats: self.live.__setitem__(shard.index, stats),
             progress_interval=float(options.get("progress_interval", 0.5)),
+            budget_usd=budget_usd,
+            max_requests=max_requests,
             card=False,  # the run's card is the driver's, over every shard
+            budget=budget,
         )
         try:
             result = LocalExecutor().run(own, request)
+        except BudgetExceededError as stop:  # the driver stops the run; the stats travel with the error
+            if isinstance(stop.result, RunResult):
+                stop.result = RunResult(stop.result.output_dir, stop.result.stats.portable(), stop.result.leaves)
+            raise
         finally:
             self.live.pop(shard.index, None)
+            if budget is not None:
+                budget.settle()
         made: dict[str, list[Path]] = {}
         for sink in own.sinks:
             files = sink.result()
