@@ -627,3 +627,18 @@ def test_the_rate_limits_of_a_fallbacks_members_are_each_shared() -> None:
     assert shared_limits(ran) == {limit_group(first): (600, None), limit_group(second): (None, 9000)}
     other_key = get_llm("openai", model="a", base_url="http://127.0.0.1:9/v1", api_key="k9", requests_per_minute=600)
     assert limit_group(first) != limit_group(other_key)
+
+
+def test_429s_are_retried_on_the_workers_and_counted_in_the_summary(cluster: str, tmp_path: Path) -> None:
+    # The server refuses past 300 a minute; the user set no limit, so the workers meet 429s, back
+    # off (Retry-After), retry, and every row is answered once.
+    with RateLimitedServer(requests_per_minute=300, delay=0.01) as strict:
+        llm = get_llm("openai", model="m", base_url=strict.url, api_key="none", max_concurrency=16)
+        ran = Pipeline(get_task("text-generation", name="answer", llm=llm), source=rows(60), name="refused")
+        result = ran.run(output=tmp_path / "run", progress=None, executor=ray_executor(shard_rows=30))
+        stats = strict.stats()
+    assert result.stats.done == 60
+    assert all(row["generation"] for row in result.rows())
+    assert stats["rate_limited"] > 0
+    assert result.stats.steps["answer"].rate_limited == stats["rate_limited"]  # the workers' counts, summed
+    assert stats["answered"] == 60 and stats["paid_twice"] == 0
