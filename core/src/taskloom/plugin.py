@@ -61,6 +61,7 @@ if TYPE_CHECKING:
         StepRegister,
         TaskRegister,
         get_sink,
+        get_source,
     )
     from taskloom.steps import JoinStep, Step, StepColumns, columns_as_dict
     from taskloom.tasks.base import METADATA, Task, row_errors
@@ -124,6 +125,7 @@ _LAZY = {
     "RunFolder": "taskloom.pipeline.run_folder",
     "RunFolderError": "taskloom.pipeline.run_folder",
     "get_sink": "taskloom.registry",
+    "get_source": "taskloom.registry",
     "write_parquet": "taskloom.pipeline.sinks",
     "CommandRegister": "taskloom.registry",
     "ExecutorRegister": "taskloom.registry",
@@ -220,6 +222,7 @@ __all__ = [
     "error_for_status",
     "failed_output",
     "get_sink",
+    "get_source",
     "hookimpl",
     "json_schema_of",
     "measure_agreement",

@@ -176,12 +176,10 @@ def _run_phases(settings: RayExecutor, ray: ModuleType, pipeline: Pipeline, requ
             for name, step in run.stats.steps.items():
                 overall.steps[name].add(step)
             if run.stopped is not None:
-                _stop_at_budget(pipeline, folder, request, overall, runs, run.stopped)
+                _stop_at_budget(pipeline, folder, request, overall, runs, run.stopped, complete=last)
             if not last:
                 source = PartsSource(folder=str((root / DATA_DIR / phase.leaf).resolve()))
-        overall.read, overall.total = runs[0].stats.read, runs[0].stats.total
-        overall.done = runs[-1].stats.done
-        overall.finished = time.monotonic()
+        _close(overall, runs, complete=True)
         result = runs[-1].result(overall)
         layout = Layout(request.output)
         write_json(layout.success, {"phases": len(phases), "rows": overall.total, "leaves": pipeline.graph.leaves})
@@ -192,6 +190,13 @@ def _run_phases(settings: RayExecutor, ray: ModuleType, pipeline: Pipeline, requ
     return result
 
 
+def _close(overall: RunStats, runs: list[_Run], *, complete: bool) -> None:
+    """The run's own counters from its phases': rows read by the first, written by the last."""
+    overall.read, overall.total = runs[0].stats.read, runs[0].stats.total
+    overall.done = runs[-1].stats.done if complete else 0
+    overall.finished = time.monotonic()
+
+
 def _stop_at_budget(
     pipeline: Pipeline,
     folder: RunFolder,
@@ -199,13 +204,16 @@ def _stop_at_budget(
     overall: RunStats,
     runs: list[_Run],
     stop: BudgetExceededError,
+    *,
+    complete: bool,
 ) -> None:
-    """End a run whose cap was reached: its record written, what was published kept, the error raised."""
+    """End a run whose cap was reached: its record written, what was published kept, the error raised.
+
+    ``complete`` says whether the phase that stopped was the last: only then are its rows the run's.
+    """
     why = getattr(getattr(stop, "result", None), "stats", None)
     overall.stopping = getattr(why, "stopping", None) or "budget"
-    overall.read, overall.total = runs[0].stats.read, runs[0].stats.total
-    overall.done = runs[-1].stats.done if len(runs) == len(plan_phases(pipeline, request.output)) else 0
-    overall.finished = time.monotonic()
+    _close(overall, runs, complete=complete)
     pipeline.record_run(folder, overall, request)
     result = runs[-1].result(overall) if overall.done else RunResult(folder.data_dir, overall, pipeline.graph.leaves)
     if overall.stopping == "max_requests":
@@ -447,14 +455,14 @@ class _Run:
 
     def _worker_count(self, shards: int) -> int:
         settings = self.settings
+        available = self.pools.left()
         if settings.workers is not None:
             wanted = settings.workers
         else:
-            cpus = float(self.pools.left().get("CPU", 1))
+            cpus = float(available.get("CPU", 1))
             wanted = max(1, int(cpus // settings.num_cpus)) if settings.num_cpus else 1
         needed = max(1, -(-shards // settings.shards_per_worker))  # no worker would be left idle
         count = min(wanted, needed)
-        available = self.pools.left()
         for resource, each in {"CPU": settings.num_cpus, **settings.resources}.items():
             have = float(available.get(resource, 0))
             if each and have < each * count:

@@ -75,8 +75,9 @@ def shared_limits(pipeline: Pipeline) -> dict[str, tuple[float | None, float | N
     groups: dict[str, tuple[float | None, float | None]] = {}
     for step in pipeline.steps.values():
         for llm in limited_llms(step.llm if isinstance(step, Task) else None):
-            low_rpm, low_tpm = groups.get(limit_group(llm), (None, None))
-            groups[limit_group(llm)] = (
+            group = limit_group(llm)
+            low_rpm, low_tpm = groups.get(group, (None, None))
+            groups[group] = (
                 _lowest(low_rpm, llm.requests_per_minute),
                 _lowest(low_tpm, llm.tokens_per_minute),
             )

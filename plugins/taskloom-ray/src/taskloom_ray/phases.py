@@ -14,12 +14,11 @@ nothing after it reads a step before it directly. Other shapes are refused with 
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from taskloom.plugin import Flow, Pipeline, Row, Source
+from taskloom.plugin import Flow, Pipeline, Row, Source, get_source
 from taskloom_ray.shards import ShardError
 
 
@@ -45,10 +44,7 @@ class PartsSource(Source):
 
     def rows(self) -> Iterator[Row]:
         for part in sorted(Path(self.folder).glob("part-*.jsonl")):
-            with part.open(encoding="utf-8") as handle:
-                for line in handle:
-                    if line.strip():
-                        yield json.loads(line)
+            yield from get_source("jsonl", path=str(part)).rows()  # core's reader, with its line errors
 
     def describe(self) -> str:
         return f"the parts in {self.folder}"
@@ -63,8 +59,9 @@ def plan_phases(pipeline: Pipeline, root: Path) -> list[Phase]:
     phases: list[Phase] = []
     remaining = list(graph.order)
     for name in wholes:
-        before = [n for n in remaining if n in _ancestors(pipeline, name)]
-        after = [n for n in remaining if n in _descendants(pipeline, name)]
+        ancestors, descendants = _reachable(graph.parents, name), _reachable(graph.children, name)
+        before = [n for n in remaining if n in ancestors]
+        after = [n for n in remaining if n in descendants]
         stray = [n for n in remaining if n not in (*before, name, *after)]
         skips = [(p, c) for c in after for p in graph.parents[c] if p in before]
         if stray or skips or len(graph.parents[name]) > 1:
@@ -107,23 +104,14 @@ def _phase(pipeline: Pipeline, names: list[str], *, whole: bool, root: Path, ind
     return Phase(sub, whole=whole, root=root / "phases" / f"{index:02d}-{label}")
 
 
-def _ancestors(pipeline: Pipeline, name: str) -> set[str]:
+def _reachable(links: Mapping[str, list[str]], name: str) -> set[str]:
+    """The steps reached from ``name`` by following ``links`` (the graph's parents: its ancestors;
+    its children: its descendants)."""
     found: set[str] = set()
-    todo = list(pipeline.graph.parents[name])
+    todo = list(links[name])
     while todo:
         step = todo.pop()
         if step not in found:
             found.add(step)
-            todo.extend(pipeline.graph.parents[step])
-    return found
-
-
-def _descendants(pipeline: Pipeline, name: str) -> set[str]:
-    found: set[str] = set()
-    todo = list(pipeline.graph.children[name])
-    while todo:
-        step = todo.pop()
-        if step not in found:
-            found.add(step)
-            todo.extend(pipeline.graph.children[step])
+            todo.extend(links[step])
     return found

@@ -31,6 +31,7 @@ from taskloom.plugin import (
     Source,
     Task,
     get_sink,
+    get_source,
 )
 from taskloom_ray.budget import ShardBudget
 from taskloom_ray.shards import Layout, Shard, ShardError, ShardSource, publish, write_json
@@ -141,14 +142,10 @@ class ShardWorker:
 
 def _columns(paths: list[Path]) -> list[str]:
     """The columns of a part's first row (its JSON Lines file's), for the manifest."""
-    import json
-
     for path in paths:
         if path.suffix == ".jsonl":
-            with path.open(encoding="utf-8") as handle:
-                for line in handle:
-                    if line.strip():
-                        return list(json.loads(line))
+            first = next(iter(get_source("jsonl", path=str(path)).rows()), None)
+            return list(first) if first is not None else []
     return []
 
 
