@@ -142,7 +142,7 @@ def test_a_worker_killed_mid_shard_is_retried_and_the_run_completes(cluster: str
         runner = threading.Thread(target=run)
         runner.start()
         deadline = time.monotonic() + 60
-        while server.stats()["requests"] < 40:
+        while server.stats()["requests"] < 120:  # about 60 rows stored by the worker to be killed
             assert time.monotonic() < deadline, "the run never got going"
             assert runner.is_alive(), outcome
             time.sleep(0.01)
@@ -156,8 +156,10 @@ def test_a_worker_killed_mid_shard_is_retried_and_the_run_completes(cluster: str
         assert result.stats.done == 300
         made = read_parts(tmp_path / "run")
         assert [row["instruction"] for row in made] == [row["instruction"] for row in rows(300)]
-        # What the dead worker had in flight may be asked again; what it had stored is not.
-        assert server.stats()["paid_twice"] <= 2 * 8
+        # What the dead worker had in flight (its LLM's 8) may be asked again, and so may the answers
+        # its cache writer had queued but not committed (a millisecond's worth, more on a loaded
+        # machine: CI once saw 9); the rows it had stored (about 60) are not.
+        assert server.stats()["paid_twice"] <= 8 + 16
 
 
 def _worker_pids() -> list[int]:
@@ -231,8 +233,9 @@ def test_a_killed_driver_reruns_paying_only_for_what_was_in_flight(cluster: str,
         )
         assert rerun.returncode == 0, rerun.stderr[-3000:]
         stats = server.stats()
-    # Paid at most once per row, plus what the killed workers had in flight (2 workers x 2 shards x 8).
-    assert stats["paid_twice"] <= 2 * 2 * 8
+    # Paid at most once per row, plus what the killed workers had in flight (2 workers x 8) and
+    # what their cache writers had queued but not committed.
+    assert stats["paid_twice"] <= 2 * 8 + 16
     assert stats["requests"] <= 400 + 2 * 2 * 8
     made = read_parts(output)
     assert [row["instruction"] for row in made] == [row["instruction"] for row in rows(400)]
