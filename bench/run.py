@@ -20,6 +20,7 @@ import openai_throughput
 import pipeline_throughput
 import rate_limits
 import ray_executor
+import sampler
 import task_overhead
 import whole_run
 
@@ -52,6 +53,9 @@ def main() -> int:
     print()
     curation = curate_steps.measure()
     curate_steps.report(curation)
+    print()
+    sampled = sampler.measure()
+    sampler.report(sampled)
     print()
     whole = whole_run.measure()
     whole_run.report(whole)
@@ -223,6 +227,16 @@ def main() -> int:
                 f"{figure['per_row']:.1f} us/row",
                 f"<= {curation['target_us']:g} us",
                 status(figure["per_row"] <= curation["target_us"]),
+            )
+        )
+    for label, case in sampled["cases"].items():
+        rows.append(
+            (
+                f"sampler source, {sampled['rows']:,} rows, {label}",
+                f"{case['seconds']['sampler']:.2f} s, {case['rows_per_s']['sampler']:,.0f} rows/s = "
+                f"{case['ratio']:.2f}x a plain random loop ({case['ratio_seeded']:.2f}x one seeded per row)",
+                f"<= {sampled['target_s']:g} s",
+                status(case["met"]),
             )
         )
     for concurrency, data in whole["by_concurrency"].items():

@@ -81,3 +81,40 @@ def test_two_answers_judged_by_ultrafeedback_and_pairwise_judge(tmp_path: Path) 
     assert parsed_ratings >= 1 and parsed_verdicts >= 1
     stats = result.stats.steps
     assert stats["compare"].requests == 2 * len(INSTRUCTIONS)  # both orders asked for every row
+
+
+@pytest.mark.parametrize(
+    ("name", "row", "fields"),
+    [
+        (
+            "evol-quality",
+            {"instruction": "Give one tip for sleeping better.", "response": "Sleep more."},
+            {"num_evolutions": 1},
+        ),
+        ("genstruct", {"title": "Tides", "content": "The Moon's gravity pulls the oceans into two bulges."}, {}),
+        ("clair", {"task": "What is 2 plus 2?", "student_solution": "2 plus 2 is 5."}, {}),
+        ("urial", {"instruction": "What's the capital city of Spain?"}, {}),
+    ],
+)
+def test_generation_tasks_on_the_local_model(name: str, row: dict[str, Any], fields: dict[str, Any]) -> None:
+    """One short real run each: the row either parses into its columns or fails explicitly, raw text kept.
+
+    With 32 new tokens a JSON answer is often cut off, which is exactly the failure that must be
+    explicit; urial, which completes raw text with no grammar, must stop at its turn markers.
+    """
+    task = get_task(name, llm=_llm(max_new_tokens=32), **fields)
+    task.load()
+    try:
+        [out] = next(task.process([dict(row)]))
+    finally:
+        task.unload()
+    assert {k: out[k] for k in row} == row
+    values = [out[c] for c in task.output_columns()]
+    if any(v is None for v in values):
+        assert _failed_explicitly(out, task.name), out
+    else:
+        assert all(isinstance(v, str | list) and v for v in values), out
+    if name == "urial":
+        assert isinstance(out["distilabel_metadata"]["raw_input_urial"], str)  # sent as raw text, no chat template
+        assert out["generation"] is not None, out  # prose from a raw completion always reads
+        assert "### User:" not in out["generation"]

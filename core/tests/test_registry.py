@@ -248,7 +248,7 @@ def test_cli_lists_plugins_tasks_and_llms(site: Any, capsys) -> None:
     assert "Acme's model." in capsys.readouterr().out
     assert main(["tasks", "--json"]) == 0
     tasks = {t["name"]: t for t in json.loads(capsys.readouterr().out)}
-    assert tasks["text-generation"]["inputs"] == {"instruction": True, "system_prompt": False}
+    assert tasks["text-generation"]["inputs"] == {"instruction": True, "system_prompt": False, "image": False}
     assert tasks["text-generation"]["outputs"] == {"generation": True, "model_name": True}
     assert main(["tasks"]) == 0
     assert "instruction, system_prompt?" in capsys.readouterr().out

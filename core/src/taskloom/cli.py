@@ -267,9 +267,31 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         f"{args.pipeline}: ok. {len(described['steps'])} steps, source {described['source']}, "
         f"columns checked from its first row; no LLM was called."
     )
+    if args.rows > 0 and config.pipeline.source is not None:
+        import itertools
+
+        shown = list(itertools.islice(config.pipeline.source.rows(), args.rows))
+        print(f"first {len(shown)} source row{'' if len(shown) == 1 else 's'}:")
+        for index, row in enumerate(shown):
+            print(f"  {index}: {_compact_row(row)}")
     if args.estimate:
         _print_estimate(config, args)
     return 0
+
+
+def _compact_row(row: dict[str, Any], width: int = 80) -> str:
+    """A row on one line: JSON, with every string longer than ``width`` cut to its start and an ellipsis."""
+
+    def cut(value: Any) -> Any:
+        if isinstance(value, str) and len(value) > width:
+            return value[: width - 3] + "..."
+        if isinstance(value, dict):
+            return {key: cut(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [cut(item) for item in value]
+        return value
+
+    return json.dumps(cut(row), ensure_ascii=False, default=str)
 
 
 def _print_estimate(config: Any, args: argparse.Namespace) -> None:
@@ -511,6 +533,9 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     validate.add_argument("--estimate", action="store_true", help="also forecast requests, tokens and dollars per step")
     validate.add_argument("--sample", type=int, default=20, help="source rows the estimate formats (default 20)")
     validate.add_argument("--json", action="store_true", help="with --estimate: print the forecast as JSON")
+    validate.add_argument(
+        "--rows", type=int, default=3, metavar="N", help="show the source's first N rows (default 3; 0 for none)"
+    )
     validate.set_defaults(run=_cmd_validate)
     if _wants_plugin_commands(argv, set(commands.choices)):
         _add_plugin_commands(commands)

@@ -154,6 +154,12 @@ class BadRequestError(GenerationError):
     """
 
 
+class RowInputError(GenerationError):
+    """A row that cannot be made into a request (an image file that is not there, a value of the
+    wrong kind): raised by a task's ``format_input``, it is recorded on that row, which is asked
+    nothing, and the run goes on with the others."""
+
+
 class AuthenticationError(TaskloomError):
     """Missing, wrong or unauthorised credentials (401, 403): every row would fail, so it stops."""
 

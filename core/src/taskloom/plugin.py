@@ -31,15 +31,18 @@ if TYPE_CHECKING:
         RateLimitError,
         RequestTimeoutError,
         RetryableError,
+        RowInputError,
         RunInterrupted,
         ServerError,
         TaskloomError,
     )
     from taskloom.hookspecs import hookimpl
+    from taskloom.images import ImageData, image_data, image_part, image_parts, inline_images
     from taskloom.judging import JudgeStatistics, ScoreStatistics, VerdictStatistics
     from taskloom.llms.async_llm import AsyncLLM, failed_output
     from taskloom.llms.base import LLM
     from taskloom.llms.http import HTTPLLM, Reply, error_for_status, redact, retry_after
+    from taskloom.llms.inputs import chat_messages, text_of
     from taskloom.llms.limits import Allowance, Bucket
     from taskloom.llms.options import GenerationOptions, OptionError, OutputSchema, json_schema_of
     from taskloom.llms.outputs import split_evenly, token_counts
@@ -66,7 +69,17 @@ if TYPE_CHECKING:
     from taskloom.steps import JoinStep, Step, StepColumns, columns_as_dict
     from taskloom.tasks.base import METADATA, Task, row_errors
     from taskloom.templates import compile_template, template_variables
-    from taskloom.typing import ChatMessage, ChatType, GenerateOutput, Row, Statistics
+    from taskloom.typing import (
+        Chat,
+        ChatMessage,
+        ChatType,
+        ContentPart,
+        GenerateOutput,
+        ImagePart,
+        Row,
+        Statistics,
+        TextPart,
+    )
     from taskloom.work import Call, CallPlan
 
 _LAZY = {
@@ -143,8 +156,20 @@ _LAZY = {
     "row_errors": "taskloom.tasks.base",
     "compile_template": "taskloom.templates",
     "template_variables": "taskloom.templates",
+    "Chat": "taskloom.typing",
     "ChatMessage": "taskloom.typing",
     "ChatType": "taskloom.typing",
+    "ContentPart": "taskloom.typing",
+    "ImagePart": "taskloom.typing",
+    "TextPart": "taskloom.typing",
+    "RowInputError": "taskloom.errors",
+    "chat_messages": "taskloom.llms.inputs",
+    "ImageData": "taskloom.images",
+    "image_data": "taskloom.images",
+    "image_part": "taskloom.images",
+    "image_parts": "taskloom.images",
+    "inline_images": "taskloom.images",
+    "text_of": "taskloom.llms.inputs",
     "GenerateOutput": "taskloom.typing",
     "Row": "taskloom.typing",
     "Statistics": "taskloom.typing",
@@ -166,16 +191,20 @@ __all__ = [
     "BudgetExceededError",
     "Call",
     "CallPlan",
+    "Chat",
     "ChatMessage",
     "ChatType",
     "Command",
     "CommandRegister",
     "Component",
+    "ContentPart",
     "ExecutorRegister",
     "Flow",
     "GenerateOutput",
     "GenerationError",
     "GenerationOptions",
+    "ImageData",
+    "ImagePart",
     "JoinStep",
     "JudgeStatistics",
     "LLMRegister",
@@ -192,6 +221,7 @@ __all__ = [
     "RequestTimeoutError",
     "RetryableError",
     "Row",
+    "RowInputError",
     "RunFolder",
     "RunFolderError",
     "RunInterrupted",
@@ -215,8 +245,10 @@ __all__ = [
     "Task",
     "TaskRegister",
     "TaskloomError",
+    "TextPart",
     "VerdictStatistics",
     "agreement_in_run",
+    "chat_messages",
     "columns_as_dict",
     "compile_template",
     "error_for_status",
@@ -224,6 +256,10 @@ __all__ = [
     "get_sink",
     "get_source",
     "hookimpl",
+    "image_data",
+    "image_part",
+    "image_parts",
+    "inline_images",
     "json_schema_of",
     "measure_agreement",
     "redact",
@@ -231,6 +267,7 @@ __all__ = [
     "row_errors",
     "split_evenly",
     "template_variables",
+    "text_of",
     "token_counts",
     "write_parquet",
 ]

@@ -11,7 +11,7 @@ import functools
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, ClassVar, TypeAlias
+from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias
 
 from pydantic import Field, PrivateAttr, model_validator
 
@@ -19,6 +19,9 @@ from taskloom.component import Component, kebab_case
 from taskloom.errors import MissingColumnError
 from taskloom.typing import Row
 from taskloom.work import RowWork, run_work
+
+if TYPE_CHECKING:
+    from taskloom.pipeline.base import Source
 
 _SHADOW = "__taskloom_shadowed__"
 _MISSING = object()
@@ -220,6 +223,11 @@ class Step(Component, ABC):
     def dropped(self) -> dict[str, int]:
         """Rows left out so far, by reason."""
         return dict(self._dropped)
+
+    def own_source(self) -> Source | None:
+        """The rows this step makes from nothing when it starts a pipeline that has no source
+        (Magpie with ``num_rows``); None for a step that reads rows."""
+        return None
 
     def for_part(self) -> Step:
         """A copy to run over one part of the rows (a shard) beside others: it shares what ``load``

@@ -9,13 +9,40 @@ from __future__ import annotations
 from typing import Any, NotRequired, TypeAlias, TypedDict
 
 
+class TextPart(TypedDict):
+    """A piece of text in a message whose content is a list of parts (OpenAI's content-part format)."""
+
+    type: str  # "text"
+    text: str
+
+
+class ImageURL(TypedDict):
+    url: str
+    """An ``http(s)://`` URL, a ``data:`` URI, or a ``file://`` URL that the provider reads when it sends."""
+
+
+class ImagePart(TypedDict):
+    """An image in a message, as OpenAI's content parts carry it; each provider turns it into its own shape."""
+
+    type: str  # "image_url"
+    image_url: ImageURL
+
+
+ContentPart: TypeAlias = TextPart | ImagePart
+
+
 class ChatMessage(TypedDict):
     role: str
-    content: str
+    content: str | list[ContentPart]
 
 
-ChatType: TypeAlias = list[ChatMessage]
-"""One chat input: OpenAI-style messages, in order."""
+Chat: TypeAlias = list[ChatMessage]
+"""OpenAI-style messages, in order."""
+
+ChatType: TypeAlias = Chat | str
+"""One input to an LLM: chat messages, or a raw text prompt (a ``str``) that is completed as it is,
+with no chat template around it. Only an LLM whose ``completes_raw_text()`` is True gets raw
+text: a task that sends it checks that when it is built."""
 
 Row: TypeAlias = dict[str, Any]
 """One row of data: column name to value."""

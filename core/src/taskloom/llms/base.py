@@ -21,7 +21,7 @@ from pydantic import ConfigDict, Field, PrivateAttr, field_validator
 
 from taskloom.component import Component, RuntimeParameter
 from taskloom.llms.options import GenerationOptions, describe_field, validate_options
-from taskloom.typing import ChatType, GenerateOutput
+from taskloom.typing import Chat, ChatType, GenerateOutput
 
 MIGRATION = "docs/writing-an-llm-plugin.md"
 
@@ -128,6 +128,34 @@ class LLM(Component):
         every run, as before. Override it when loading costs time.
         """
         return False
+
+    def completes_raw_text(self) -> bool:
+        """Whether this LLM completes raw text as it is, with no chat template around it.
+
+        Such an LLM may get a ``str`` as an input instead of chat messages (Magpie completes the
+        text of a chat template up to a user turn; URIAL prompts a base model). False by default:
+        an LLM says True only if its ``complete`` handles a ``str`` input.
+        """
+        return False
+
+    def reads_images(self) -> bool:
+        """Whether this LLM can be sent image parts (``{"type": "image_url", ...}`` in a message's content).
+
+        False by default: a row whose chat holds an image is then refused before any request, as a
+        :class:`~taskloom.errors.BadRequestError` naming the model, rather than sent with its
+        pictures dropped. A provider says True only if its requests carry the images (see
+        :mod:`taskloom.images`); whether the model itself sees is for the server to say.
+        """
+        return False
+
+    def render_chat(self, messages: Chat) -> str | None:
+        """The text this LLM's chat template makes of ``messages``, ending where the assistant's
+        answer would begin; None when the template is not known here (an API model).
+
+        Magpie reads a model's own template through it; a task given an LLM that returns None
+        asks its user to name a template family instead.
+        """
+        return None
 
     def answers_as(self) -> LLM:
         """The LLM whose answers these are, for the cache: itself, unless it forwards to another.

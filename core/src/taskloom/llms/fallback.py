@@ -90,6 +90,14 @@ class FallbackLLM(AsyncLLM):
     def model_name(self) -> str:
         return self.llms[0].model_name
 
+    def completes_raw_text(self) -> bool:
+        """Only if every member does: any of them may be the one that answers."""
+        return all(member.completes_raw_text() for member in self.llms)
+
+    def reads_images(self) -> bool:
+        """Only if every member does: any of them may be the one that answers."""
+        return all(member.reads_images() for member in self.llms)
+
     def member_label(self, index: int) -> str:
         """How rows and messages name a member: its registry name and model (``openai:gpt-4o-mini``)."""
         member = self.llms[index]

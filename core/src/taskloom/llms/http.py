@@ -246,6 +246,11 @@ class HTTPLLM(AsyncLLM):
         """How many answers one request may ask for (OpenAI's ``n``); 1 means one request each."""
         return 1
 
+    def path_for(self, input: ChatType) -> str:
+        """Where the request for ``input`` is posted: ``path``, unless raw text goes elsewhere
+        (OpenAI's ``/completions``)."""
+        return self.path
+
     def headers(self, key: str) -> dict[str, str]:
         """Headers of every request; the key goes in here."""
         return {"Authorization": f"Bearer {key}"} if key else {}
@@ -417,7 +422,7 @@ class HTTPLLM(AsyncLLM):
         used: int | None = None
         wait: float | None = None
         try:
-            status, headers, raw = await self._send("POST", self._url(self.path), body)
+            status, headers, raw = await self._send("POST", self._url(self.path_for(input)), body)
             self._raise_for_status(status, headers, raw)
             answer = self._decode(raw)
             try:

@@ -42,6 +42,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from taskloom.llms.inputs import IMAGE_TOKENS, images_in, text_of
 from taskloom.typing import ChatType
 
 BUCKET_SECONDS = 0.9
@@ -63,11 +64,18 @@ def estimate_tokens(chat: ChatType, max_new_tokens: int | None, n: int = 1) -> i
     corrected to what the answer says was charged, so an error in the estimate is paid back as
     answers come (the reservations made before the first answer carry it meanwhile).
     """
+    if isinstance(chat, str):  # raw text, completed as it is
+        return len(chat) // 4 + 1 + (max_new_tokens or 0) * n
     characters = 0
+    images = 0
     for message in chat:
-        content = message.get("content")
-        characters += len(content) if isinstance(content, str) else len(str(content))
-    prompt = characters // 4 + 4 * len(chat) + 3
+        content = message["content"]
+        if isinstance(content, str):
+            characters += len(content)
+        else:
+            characters += len(text_of(content))
+            images += images_in(content)
+    prompt = characters // 4 + 4 * len(chat) + 3 + images * IMAGE_TOKENS
     return prompt + (max_new_tokens or 0) * n
 
 

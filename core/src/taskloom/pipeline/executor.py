@@ -45,6 +45,7 @@ from taskloom.work import Call, RowWork, run_work
 
 if TYPE_CHECKING:
     from taskloom.judging import JudgeStatistics
+    from taskloom.llms.base import LLM
     from taskloom.llms.limits import Limiter
     from taskloom.pipeline.batching import Batcher, BatchStore
     from taskloom.pipeline.budget import Budget
@@ -370,6 +371,8 @@ class _Node:
         self.targets: list[tuple[_Node, int]] = []  # (child, this node's position among its parents)
         self.leaf_writers: list[_LeafCollector] = []
         self.semaphore: asyncio.Semaphore | None = None
+        self.llm: LLM | None = None
+        """The LLM that answers this step's calls (its task's ``resolve_llm()``), read once."""
         self.identity = ""
         self.held: dict[int, _Unit] = {}
         """Units waiting for those before them (a step that needs input order)."""
@@ -466,7 +469,7 @@ class Executor:
                 nodes[parent].targets.append((node, position))
             step = node.step
             if isinstance(step, Task):
-                llm = step.resolve_llm()
+                llm = node.llm = step.resolve_llm()
                 concurrency = llm.requests_at_once()
                 node.semaphore = asyncio.Semaphore(concurrency)
                 node.identity = self._identity(llm)
@@ -841,7 +844,8 @@ class Executor:
         budget = self.budget
         if budget is None:
             return 0.0
-        llm = node.step.llm  # type: ignore[attr-defined]
+        llm = node.llm
+        assert llm is not None
         max_new_tokens = llm.options(kwargs).max_new_tokens
         reserved = budget.estimate(node.price, chat, count, max_new_tokens, node.batch, node.input_factor)
         refusal = budget.admit(reserved)
@@ -866,10 +870,9 @@ class Executor:
             cached_in = 0
 
     async def _request(self, node: _Node, chat: ChatType, count: int, kwargs: dict[str, Any]) -> GenerateOutput:
-        task = node.step
-        assert isinstance(task, Task) and node.semaphore is not None and task.llm is not None
+        assert node.semaphore is not None and node.llm is not None
         stats = node.stats
-        llm = task.llm
+        llm = node.llm
 
         def retried(error: Exception, attempt: int, wait: float) -> None:
             stats.retries += 1

@@ -169,10 +169,27 @@ class Pipeline:
                 raise PipelineError(f"Runtime parameters of step {step_name!r}: {error}") from error
 
     def _source(self, source: Any) -> Source:
-        chosen = _as_source(source) if source is not None else self.source
+        chosen = self._chosen_source(source)
         if chosen is None:
-            raise PipelineError("This pipeline has no source: pass source=... to Pipeline() or run().")
+            raise PipelineError(
+                "This pipeline has no source: pass source=... to Pipeline() or run(), or start it with a step "
+                "that makes rows from nothing (magpie with num_rows)."
+            )
         return chosen
+
+    def _chosen_source(self, source: Any) -> Source | None:
+        """The rows to read: those given to ``run``, else the pipeline's, else those its first step
+        makes from nothing; a pipeline given rows whose first step would make its own is refused
+        (one of the two would be ignored)."""
+        given = _as_source(source) if source is not None else self.source
+        roots = self.graph.roots
+        own = self.graph.steps[roots[0]].own_source() if len(roots) == 1 else None
+        if own is not None and given is not None:
+            raise PipelineError(
+                f"step {roots[0]!r} makes its own rows ({own.describe()}) but the pipeline has a source too "
+                f"({given.describe()}); drop the source, or the step's num_rows so that it reads the source's rows."
+            )
+        return given if given is not None else own
 
     def validate(self, parameters: Mapping[str, Mapping[str, Any]] | None = None, *, source: Any = None) -> None:
         """Check everything that can fail before an LLM call: parameters, source, columns."""
@@ -188,7 +205,7 @@ class Pipeline:
 
     def describe(self, *, source: Any = None) -> dict[str, Any]:
         """The DAG with each step's columns and runtime parameters (``taskloom show``)."""
-        chosen = _as_source(source) if source is not None else self.source
+        chosen = self._chosen_source(source)
         columns: list[str] | None = None
         if chosen is not None:
             with contextlib.suppress(Exception):
@@ -511,11 +528,13 @@ class Pipeline:
         from taskloom.llms.async_llm import AsyncLLM
 
         for step in self.graph.steps.values():
-            if isinstance(step, Task) and isinstance(step.llm, AsyncLLM):
+            # resolve_llm: a task whose calls go to more than its own llm (two speakers) closes them all.
+            llm = step.resolve_llm() if isinstance(step, Task) and step.llm is not None else None
+            if isinstance(llm, AsyncLLM):
                 try:
-                    await step.llm.aclose()
+                    await llm.aclose()
                 except Exception:  # closing is best effort; the run's own outcome matters more
-                    logger.debug("closing the clients of %s failed", step.llm.model_name, exc_info=True)
+                    logger.debug("closing the clients of %s failed", llm.model_name, exc_info=True)
 
     async def _drive_with_progress(self, executor: Executor, progress: Progress | None, interval: float) -> RunStats:
         if progress is None:

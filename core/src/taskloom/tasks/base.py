@@ -15,12 +15,14 @@ from abc import abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from taskloom.component import RuntimeParameter
-from taskloom.errors import GenerationError, TaskloomError
+from taskloom.errors import GenerationError, RowInputError, TaskloomError
+from taskloom.images import has_images
 from taskloom.llms.async_llm import failed_output
 from taskloom.llms.base import LLM
+from taskloom.llms.inputs import images_refused
 from taskloom.llms.outputs import token_counts
 from taskloom.steps import Step, columns_as_dict
 from taskloom.typing import ChatType, GenerateOutput, Row
@@ -100,9 +102,33 @@ class Task(Step):
         "(after 20 judged items), showing three of them.",
     )
 
+    needs_raw_text: ClassVar[bool] = False
+    """Whether ``format_input`` returns raw text (a ``str``, completed with no chat template, as
+    Magpie and URIAL do) rather than chat messages; such a task refuses an LLM whose
+    :meth:`~taskloom.llms.LLM.completes_raw_text` is False when it is built."""
+
+    @model_validator(mode="after")
+    def _llm_can_serve(self) -> Task:
+        if self.llm is not None:
+            self.check_llm(self.llm)
+        return self
+
+    def check_llm(self, llm: LLM) -> None:
+        """Refuse an LLM that lacks what this task needs, naming both, before any row is read.
+
+        A task that needs more of its LLM (native tool calls, images) extends this.
+        """
+        if self.needs_raw_text and not llm.completes_raw_text():
+            raise ValueError(
+                f"task {self.name!r} ({self.type_name()}) needs an LLM that completes raw text, with no chat "
+                f"template applied, but {llm.type_name()} ({llm.model_name}) only takes chat messages. Use one "
+                "that does: llamacpp (in-process), or openai with a base_url whose server offers /v1/completions "
+                "(vLLM, llama.cpp's llama-server)."
+            )
+
     @abstractmethod
     def format_input(self, input: Row) -> ChatType:
-        """Turn one row into OpenAI-style chat messages."""
+        """Turn one row into OpenAI-style chat messages (or, for a task that ``needs_raw_text``, a prompt string)."""
 
     @abstractmethod
     def format_output(self, output: str | None, input: Row | None = None) -> dict[str, Any]:
@@ -152,7 +178,9 @@ class Task(Step):
         if self.llm is None:
             from taskloom.config import default_llm
 
-            self.llm = default_llm()
+            llm = default_llm()
+            self.check_llm(llm)
+            self.llm = llm
         return self.llm
 
     def load(self) -> None:
@@ -203,15 +231,42 @@ class Task(Step):
     # -- processing --------------------------------------------------------------------------
 
     def format_inputs(self, rows: list[Row]) -> list[ChatType]:
-        """Format every (already mapped and checked) row into a chat."""
-        formatted = []
+        """Format every (already mapped and checked) row into a chat.
+
+        A row whose ``format_input`` raises :class:`RowInputError` gets an empty chat here; use
+        :meth:`_format_all` to learn which rows those are.
+        """
+        return self._format_all(rows)[0]
+
+    def _format_all(self, rows: list[Row]) -> tuple[list[ChatType], dict[int, GenerationError]]:
+        """Every row's chat, and the rows that cannot be asked (by position) with why.
+
+        A chat with images, for an LLM that reads none, is one of those: checked here, before any
+        request, so every provider and every driver refuses it the same way (a ``BadRequestError``
+        naming the model) instead of each one dropping the pictures or failing in its own way.
+        Any other exception is a bug in the task or its template, which would fail every row
+        alike: it stops the run, naming the row.
+        """
+        formatted: list[ChatType] = []
+        unusable: dict[int, GenerationError] = {}
+        reads_images: bool | None = None  # asked of the LLM only once a row holds an image
         for index, row in enumerate(rows):
             try:
-                formatted.append(self.format_input(row))
+                chat = self.format_input(row)
+            except RowInputError as error:
+                unusable[index] = error
+                formatted.append([])
+                continue
             except Exception as error:
                 error.add_note(f"(while task {self.name!r} formatted row {index})")
                 raise
-        return formatted
+            formatted.append(chat)
+            if has_images(chat):
+                if reads_images is None:
+                    reads_images = self.resolve_llm().reads_images()
+                if not reads_images:
+                    unusable[index] = images_refused(self.resolve_llm())
+        return formatted, unusable
 
     def work(self, rows: list[Row]) -> RowWork:
         """The row recipe with its LLM calls: check, map, format, plan, ask, build rows, map back.
@@ -220,15 +275,24 @@ class Task(Step):
         """
         self.check_columns(rows)
         mapped = self.map_inputs(list(rows))
-        formatted = self.format_inputs(mapped)
+        formatted, unusable = self._format_all(mapped)
         kwargs = self.llm_kwargs()
         outputs: list[GenerateOutput]
+        asked = [i for i in range(len(mapped)) if i not in unusable] if unusable else None
         if self.makes_several_calls:
-            plans = [self._merged(self.plan(row, chat), kwargs) for row, chat in zip(mapped, formatted, strict=True)]
+            chosen = range(len(mapped)) if asked is None else asked
+            plans = [self._merged(self.plan(mapped[i], formatted[i]), kwargs) for i in chosen]
             outputs = yield from lockstep(plans)
         else:  # the default plan, without a generator per row
             count = self.num_generations
-            outputs = yield [Call(chat, count, 0, kwargs) for chat in formatted]
+            chats = formatted if asked is None else [formatted[i] for i in asked]
+            outputs = yield [Call(chat, count, 0, kwargs) for chat in chats]
+        if asked is not None:  # the rows that could not be asked record why, in their place
+            answers = iter(outputs)
+            outputs = [
+                failed_output(self.num_generations, unusable[i]) if i in unusable else next(answers)
+                for i in range(len(mapped))
+            ]
         return self.map_outputs(self.build_rows(mapped, formatted, outputs))
 
     @staticmethod

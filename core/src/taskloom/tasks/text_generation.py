@@ -6,11 +6,12 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import BeforeValidator, Field, model_validator
 
+from taskloom.images import image_parts
 from taskloom.llms.options import OutputSchema
 from taskloom.steps import StepColumns
 from taskloom.tasks.base import Task
 from taskloom.templates import compile_template, template_variables
-from taskloom.typing import ChatMessage, ChatType, Row
+from taskloom.typing import ChatMessage, ChatType, ContentPart, Row
 
 
 def _as_list(value: Any) -> Any:
@@ -26,6 +27,9 @@ class TextGeneration(Task):
 
     With ``template`` (Jinja2), the prompt is built from the row's ``columns`` instead of the
     ``instruction`` column alone. A row's own ``system_prompt`` column overrides the field.
+    A row's optional ``image`` column (a path, a URL, bytes, or a list of them) makes the user
+    message content parts, the images before the text (Anthropic documents that order as the one
+    its models answer best; OpenAI's take either); see ``docs/images.md``.
     """
 
     registry_name: ClassVar[str | None] = "text-generation"
@@ -60,7 +64,7 @@ class TextGeneration(Task):
 
     @property
     def inputs(self) -> StepColumns:
-        return {**dict.fromkeys(self.columns, True), "system_prompt": False}
+        return {**dict.fromkeys(self.columns, True), "system_prompt": False, "image": False}
 
     @property
     def outputs(self) -> StepColumns:
@@ -76,6 +80,13 @@ class TextGeneration(Task):
                 )
         else:
             content = compile_template(self.template).render(input)
+        images = image_parts(input.get("image"))
+        if images:
+            parts: list[ContentPart] = [*images, {"type": "text", "text": content}]
+            return self._chat(input, parts)
+        return self._chat(input, content)
+
+    def _chat(self, input: Row, content: str | list[ContentPart]) -> ChatType:
         system = input.get("system_prompt") or self.system_prompt
         if system:
             return [{"role": "system", "content": system}, {"role": "user", "content": content}]

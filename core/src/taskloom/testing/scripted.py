@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 from pydantic import Field, PrivateAttr
 
 from taskloom.llms import LLM, AsyncLLM
+from taskloom.llms.inputs import text_of
 from taskloom.llms.options import GenerationOptions
 from taskloom.typing import ChatType, GenerateOutput
 
@@ -44,7 +45,11 @@ class _ScriptedMixin:
     model: str
     replies: list[Any] | None
     reply: ReplyFunction | None
+    raw_text: bool
     _script: _Script
+
+    def completes_raw_text(self) -> bool:
+        return self.raw_text
 
     def _replies(self, script: _Script) -> Callable[[ChatType, int], Reply]:
         """The reply source for one batch; private attributes are looked up once, not per row."""
@@ -70,7 +75,11 @@ class _ScriptedMixin:
         kwargs = options.model_dump(exclude_unset=True)  # the options this call was given
         for chat in inputs:
             script.calls.append({"input": chat, "num_generations": num_generations, "kwargs": kwargs})
-            prompt_tokens = sum(_count_tokens(m["content"]) for m in chat)
+            prompt_tokens = (
+                _count_tokens(chat)
+                if isinstance(chat, str)
+                else sum(_count_tokens(text_of(m["content"])) for m in chat)
+            )
             texts: list[str | None] = []
             for index in range(num_generations):
                 reply = next_reply(chat, index)
@@ -98,6 +107,10 @@ _REPLIES = Field(
     default=None,
     description="Replies to cycle through; None is 'no text', an exception instance is raised.",
 )
+_RAW_TEXT = Field(
+    default=True,
+    description="Whether it takes raw text prompts as well as chats; False stands in for a chat-only API.",
+)
 _REPLY = Field(
     default=None,
     exclude=True,
@@ -124,6 +137,7 @@ class ScriptedLLM(_ScriptedMixin, LLM):
     model: str = Field(default="scripted", description="The model name it reports.")
     replies: list[Any] | None = _REPLIES
     reply: ReplyFunction | None = _REPLY
+    raw_text: bool = _RAW_TEXT
     _script: _Script = PrivateAttr(default_factory=_Script)
 
     @property
@@ -150,6 +164,7 @@ class ScriptedAsyncLLM(_ScriptedMixin, AsyncLLM):
     model: str = Field(default="scripted-async", description="The model name it reports.")
     replies: list[Any] | None = _REPLIES
     reply: ReplyFunction | None = _REPLY
+    raw_text: bool = _RAW_TEXT
     delay: float = Field(default=0.0, ge=0, description="Seconds each request takes.")
     _script: _Script = PrivateAttr(default_factory=_Script)
     _in_flight: int = PrivateAttr(default=0)

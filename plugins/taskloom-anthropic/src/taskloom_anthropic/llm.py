@@ -13,18 +13,24 @@ from __future__ import annotations
 import json
 import logging
 import re
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from pydantic import Field, PrivateAttr
 
 from taskloom.plugin import (
     HTTPLLM,
     ChatType,
+    ContentPart,
     GenerateOutput,
     GenerationOptions,
+    ImagePart,
     OutputSchema,
     Reply,
     RuntimeParameter,
+    TextPart,
+    chat_messages,
+    image_data,
+    text_of,
 )
 from taskloom_anthropic.batches import MAX_REQUESTS, BatchMismatchError, run_batch
 
@@ -72,6 +78,18 @@ class AnthropicLLM(HTTPLLM):
             default=None,
             description="A JSON schema (or pydantic model) for the answer, sent as a forced tool call's input schema.",
         )
+        tools: list[dict[str, Any]] | None = Field(
+            default=None,
+            description="Functions the model may call, as OpenAI tool specs ({'type': 'function', 'function': "
+            "{'name', 'description', 'parameters'}}, sent as Anthropic's {'name', 'description', 'input_schema'}) "
+            "or already in Anthropic's shape; a reply that calls them comes back as JSON text, "
+            '{"tool_calls": [{"id", "name", "arguments"}]}.',
+        )
+        tool_choice: str | dict[str, Any] | None = Field(
+            default=None,
+            description="With tools: 'auto', 'required' (Anthropic's 'any'), 'none', a tool's name to force it, "
+            "or Anthropic's own {'type': ...} object; None: the API's default ('auto').",
+        )
 
     model: str = Field(description="Model id, for example 'claude-sonnet-4-5'.")
     base_url: str | None = Field(
@@ -104,6 +122,10 @@ class AnthropicLLM(HTTPLLM):
     def batch_requests(self, num_generations: int) -> int:
         return num_generations  # one request per generation: the Messages API has no n
 
+    def reads_images(self) -> bool:
+        """Image parts go as ``image`` blocks (base64, or a URL source), as the Messages API documents."""
+        return True
+
     def headers(self, key: str) -> dict[str, str]:
         # Anthropic authenticates with its own header, not a Bearer token, and wants the version pinned.
         return {"x-api-key": key, "anthropic-version": API_VERSION}
@@ -123,10 +145,13 @@ class AnthropicLLM(HTTPLLM):
                 self.model,
                 options.seed,
             )
-        system = [m["content"] for m in input if m["role"] == "system"]
+        chat = chat_messages(input, self)
+        system = [text_of(m["content"]) for m in chat if m["role"] == "system"]
         body: dict[str, Any] = {
             "model": self.model,
-            "messages": [{"role": m["role"], "content": m["content"]} for m in input if m["role"] != "system"],
+            "messages": [
+                {"role": m["role"], "content": content_blocks(m["content"])} for m in chat if m["role"] != "system"
+            ],
             "max_tokens": options.max_new_tokens or DEFAULT_MAX_NEW_TOKENS,
         }
         if system:
@@ -136,9 +161,15 @@ class AnthropicLLM(HTTPLLM):
                 body[name] = getattr(options, name)
         if options.stop:
             body["stop_sequences"] = list(options.stop)
+        tools = getattr(options, "tools", None)
+        if tools:
+            body["tools"] = [anthropic_tool(spec) for spec in tools]
+            choice = getattr(options, "tool_choice", None)
+            if choice is not None:
+                body["tool_choice"] = anthropic_tool_choice(choice)
         tool = _tool_for(options)
-        if tool is not None:
-            body["tools"] = [tool.definition]
+        if tool is not None:  # a structured answer: its tool is forced, beside any the caller offers
+            body["tools"] = [*body.get("tools", []), tool.definition]
             body["tool_choice"] = {"type": "tool", "name": tool.name}
         return body
 
@@ -154,6 +185,9 @@ class AnthropicLLM(HTTPLLM):
         if text is None:  # no tool asked for, or the server answered in prose anyway (llama.cpp)
             parts = [block["text"] for block in content if block["type"] == "text"]
             text = "".join(parts) if parts else None
+            calls = [block for block in content if block["type"] == "tool_use"]
+            if calls and getattr(options, "tools", None):
+                text = tool_calls_text(calls, text)
         usage = _object(body["usage"])
         # Prompt tokens read from or written to the prompt cache are counted apart from input_tokens.
         prompt = sum(
@@ -178,6 +212,32 @@ class AnthropicLLM(HTTPLLM):
         if not self.batch_api:
             return await super().acomplete_batch(inputs, num_generations, options)
         return await run_batch(self, inputs, num_generations, options)
+
+
+def content_blocks(content: str | list[ContentPart]) -> Any:
+    """A message's content as Messages API blocks: text as it is, an image as an ``image`` block.
+
+    A local file (a ``file://`` reference) or a ``data:`` URI becomes a ``base64`` source, the file
+    read only now; an ``http(s)://`` URL becomes a ``url`` source, which Anthropic fetches itself.
+    A block of another type is taken to be in Anthropic's shape already and passed on.
+    """
+    if not isinstance(content, list):
+        return content
+    blocks: list[dict[str, Any]] = []
+    for part in content:
+        if part["type"] == "text":
+            blocks.append({"type": "text", "text": cast(TextPart, part)["text"]})
+        elif part["type"] == "image_url":
+            image = image_data(cast(ImagePart, part)["image_url"]["url"])
+            source = (
+                {"type": "url", "url": image.url}
+                if image.url is not None
+                else {"type": "base64", "media_type": image.media_type, "data": image.data}
+            )
+            blocks.append({"type": "image", "source": source})
+        else:
+            blocks.append(dict(part))
+    return blocks
 
 
 def _object(value: Any) -> dict[str, Any]:
@@ -227,6 +287,49 @@ class _Tool:
 
 
 __all__ = ["API_KEY_ENV", "API_VERSION", "DEFAULT_MAX_NEW_TOKENS", "AnthropicLLM", "BatchMismatchError"]
+
+
+def anthropic_tool(spec: dict[str, Any]) -> dict[str, Any]:
+    """One tool as the Messages API takes it: an OpenAI spec converted, Anthropic's own shape as given.
+
+    Callers describe tools once, in OpenAI's shape (what datasets and TRL use), whatever provider runs.
+    """
+    function = spec.get("function") if spec.get("type") == "function" else None
+    if not isinstance(function, dict):
+        return spec
+    tool: dict[str, Any] = {
+        "name": function["name"],
+        "input_schema": function.get("parameters") or {"type": "object", "properties": {}},
+    }
+    if function.get("description"):
+        tool["description"] = function["description"]
+    return tool
+
+
+def anthropic_tool_choice(choice: str | dict[str, Any]) -> dict[str, Any]:
+    """OpenAI's ``tool_choice`` values in Anthropic's shape; Anthropic's own objects pass through."""
+    if isinstance(choice, dict):
+        function = choice.get("function") if choice.get("type") == "function" else None
+        return {"type": "tool", "name": function["name"]} if isinstance(function, dict) else choice
+    if choice in ("auto", "none"):
+        return {"type": choice}
+    if choice in ("required", "any"):
+        return {"type": "any"}
+    return {"type": "tool", "name": choice}
+
+
+def tool_calls_text(blocks: list[dict[str, Any]], content: str | None = None) -> str:
+    """``tool_use`` blocks as the generation text: ``{"tool_calls": [{"id", "name", "arguments"}]}``.
+
+    The same JSON shape the OpenAI provider writes (generations are strings, which the cache
+    stores); text the model wrote beside the calls goes under ``content``.
+    """
+    reply: dict[str, Any] = {
+        "tool_calls": [{"id": b.get("id"), "name": b.get("name"), "arguments": b.get("input")} for b in blocks]
+    }
+    if content and content.strip():
+        reply["content"] = content
+    return json.dumps(reply, ensure_ascii=False)
 
 
 def _tool_for(options: GenerationOptions) -> _Tool | None:

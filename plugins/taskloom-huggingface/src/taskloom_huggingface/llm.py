@@ -26,6 +26,7 @@ from taskloom.plugin import (
     ChatType,
     GenerationOptions,
     Reply,
+    inline_images,
 )
 
 ROUTER = "https://router.huggingface.co/v1"
@@ -186,6 +187,11 @@ class HuggingFaceLLM(HTTPLLM):
     def headers(self, key: str) -> dict[str, str]:
         return {} if key.lower() == NO_KEY else super().headers(key)
 
+    def reads_images(self) -> bool:
+        """The chat-completion API takes ``image_url`` parts (a URL or a base64 data URI) for
+        image-text-to-text models; a text-only model answers 400, recorded on the row."""
+        return True
+
     # -- the request and the answer -----------------------------------------------------------------
 
     def body(self, input: ChatType, options: HuggingFaceLLM.Options, n: int) -> dict[str, Any]:
@@ -195,7 +201,8 @@ class HuggingFaceLLM(HTTPLLM):
             model = str(self.model)
         else:
             model = f"{self.model}:{self.provider}"
-        body: dict[str, Any] = {"model": model, "messages": input}
+        # OpenAI's content parts, as the chat-completion API documents for VLMs; a local file inline.
+        body: dict[str, Any] = {"model": model, "messages": input if isinstance(input, str) else inline_images(input)}
         if options.max_new_tokens is not None:
             body["max_tokens"] = options.max_new_tokens
         for name in ("temperature", "top_p", "stop", "seed"):

@@ -22,11 +22,13 @@ from pydantic import Field, PrivateAttr
 
 from taskloom.plugin import (
     LLM,
+    Chat,
     ChatType,
     GenerateOutput,
     GenerationError,
     GenerationOptions,
     OutputSchema,
+    chat_messages,
     failed_output,
 )
 from taskloom_llamacpp.decoding import Completion, Request
@@ -183,6 +185,13 @@ class LlamaCppLLM(LLM):
         """A run keeps ``parallel`` calls in flight: the decoder answers them together."""
         return self.parallel
 
+    def completes_raw_text(self) -> bool:
+        return True
+
+    def render_chat(self, messages: Chat) -> str | None:
+        """The text the GGUF's chat template (or ``chat_format``) makes of ``messages``, ready for the answer."""
+        return self._model().chat_text(list(messages))  # type: ignore[arg-type]
+
     def complete(self, inputs: list[ChatType], num_generations: int, options: Any) -> list[GenerateOutput]:
         """Answer each chat ``num_generations`` times, up to ``parallel`` answers decoded together.
 
@@ -222,7 +231,11 @@ class LlamaCppLLM(LLM):
         """Queue ``num_generations`` answers to one chat on the model's decoder."""
         model = self._model()
         decoder = model.decoder(self.parallel)
-        prompt, stop = model.chat_prompt(list(input), list(options.stop) if options.stop else None)  # type: ignore[arg-type]
+        if isinstance(input, str):  # raw text, completed as it is
+            prompt, stop = model.text_prompt(input), list(options.stop or ())
+        else:
+            chat_messages(input, self)  # refuses images (reads_images() is False): a text model sees none
+            prompt, stop = model.chat_prompt(list(input), list(options.stop) if options.stop else None)  # type: ignore[arg-type]
         sampling = {
             key: float(value)
             for key in ("temperature", "top_p", "top_k", "min_p", "repeat_penalty")

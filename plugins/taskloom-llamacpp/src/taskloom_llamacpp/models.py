@@ -127,6 +127,21 @@ class SharedModel:
                 self.decoders[slots] = decoder
             return decoder
 
+    def text_prompt(self, text: str) -> list[int]:
+        """Raw text as the tokens to evaluate: markup such as ``<|im_start|>`` read as the special
+        token it names (Magpie writes a template's own markup), and the model's BOS added unless
+        the text starts with it already."""
+        llama = self.llama
+        bos = llama.token_bos()
+        bos_text = llama.detokenize([bos], special=True).decode("utf-8", "replace") if bos >= 0 else ""
+        add_bos = not (bos_text and text.startswith(bos_text))
+        return llama.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
+
+    def chat_text(self, messages: list[dict[str, Any]]) -> str:
+        """The text the chat template makes of ``messages``, up to where the assistant's answer begins."""
+        tokens, _ = self.chat_prompt(messages, None)
+        return self.llama.detokenize(tokens, special=True).decode("utf-8", "replace")
+
     def chat_prompt(self, messages: list[dict[str, Any]], stop: list[str] | None) -> tuple[list[int], list[str]]:
         """The tokens llama-cpp-python's chat handler would evaluate for ``messages``, and its stop strings.
 

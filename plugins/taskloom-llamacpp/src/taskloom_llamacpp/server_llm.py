@@ -164,8 +164,15 @@ class LlamaServerLLM(HTTPLLM):
                 await asyncio.to_thread(_revive, holding.held)
             raise
 
+    def completes_raw_text(self) -> bool:
+        """Raw text goes to the server's ``/v1/completions``, with no chat template around it."""
+        return True
+
+    def path_for(self, input: ChatType) -> str:
+        return "/completions" if isinstance(input, str) else self.path
+
     def body(self, input: ChatType, options: Any, n: int) -> dict[str, Any]:
-        body: dict[str, Any] = {"messages": input}
+        body: dict[str, Any] = {"prompt": input} if isinstance(input, str) else {"messages": input}
         for name, default in LIBRARY_DEFAULTS.items():
             value = getattr(options, name)
             body[name] = default if value is None else value
@@ -180,8 +187,8 @@ class LlamaServerLLM(HTTPLLM):
         return body
 
     def parse(self, body: Any, options: Any) -> Reply:
-        message = body["choices"][0]["message"]
-        content = message.get("content")
+        choice = body["choices"][0]
+        content = choice["text"] if "message" not in choice else choice["message"].get("content")
         usage = body.get("usage") or {}
         prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
         return Reply(

@@ -10,6 +10,7 @@ chat completions and go through the openai SDK.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import functools
 import hashlib
@@ -35,6 +36,7 @@ from taskloom.plugin import (
     TaskloomError,
     error_for_status,
     failed_output,
+    inline_images,
     split_evenly,
 )
 
@@ -97,6 +99,17 @@ class OpenAILLM(HTTPLLM):
             le=2,
             description="Penalises tokens that already appear in the answer at all, for new topics (-2 to 2).",
         )
+        tools: list[dict[str, Any]] | None = Field(
+            default=None,
+            description="Functions the model may call, as OpenAI tool specs ({'type': 'function', 'function': "
+            "{'name', 'description', 'parameters'}}); a reply that calls them comes back as JSON text, "
+            '{"tool_calls": [{"id", "name", "arguments"}]} (see tool_calls_text).',
+        )
+        tool_choice: str | dict[str, Any] | None = Field(
+            default=None,
+            description="With tools: 'auto', 'required', 'none', or {'type': 'function', 'function': {'name': ...}} "
+            "to force one; None: the server's default ('auto').",
+        )
 
     model: str = Field(description="Model id, for example 'gpt-4o-mini', or the name a local server serves.")
     base_url: str | None = Field(
@@ -154,12 +167,32 @@ class OpenAILLM(HTTPLLM):
         openai_itself = not self.base_url and self.api_root() == self.default_base_url
         return "max_completion_tokens" if openai_itself else "max_tokens"
 
+    def completes_raw_text(self) -> bool:
+        """Raw text goes to ``/completions``, which vLLM, llama.cpp's server and OpenAI's instruct
+        models offer (a server without it answers 404, recorded on the row); not in batch mode,
+        whose jobs are chat completions."""
+        return not self.batch_api
+
+    def path_for(self, input: ChatType) -> str:
+        return "/completions" if isinstance(input, str) else self.path
+
+    def reads_images(self) -> bool:
+        """Image parts go as OpenAI documents them (a local file as a data URI); a model or a
+        compatible server that sees none answers 400, recorded on the row."""
+        return True
+
     def body(self, input: ChatType, options: OpenAILLM.Options, n: int) -> dict[str, Any]:
-        body: dict[str, Any] = {"model": self.model, "messages": input}
+        raw = isinstance(input, str)
+        # A local image is sent inline, read only now; the chat the row and cache keep names its file.
+        body: dict[str, Any] = {
+            "model": self.model,
+            "prompt" if raw else "messages": input if isinstance(input, str) else inline_images(input),
+        }
         if n > 1:
             body["n"] = n
         if options.max_new_tokens is not None:
-            body[self.max_tokens_field()] = options.max_new_tokens
+            # The legacy /completions endpoint knows only max_tokens.
+            body["max_tokens" if raw else self.max_tokens_field()] = options.max_new_tokens
         for name in ("temperature", "top_p", "seed", "frequency_penalty", "presence_penalty"):
             value = getattr(options, name)
             if value is not None:
@@ -168,6 +201,10 @@ class OpenAILLM(HTTPLLM):
             body["stop"] = list(options.stop)
         if options.structured_output is not None:
             body["response_format"] = response_format(options.structured_output)
+        if options.tools and not raw:
+            body["tools"] = list(options.tools)
+            if options.tool_choice is not None:
+                body["tool_choice"] = options.tool_choice
         return body
 
     def parse(self, body: Any, options: Any) -> Reply:
@@ -179,8 +216,14 @@ class OpenAILLM(HTTPLLM):
         texts: list[str | None] = []
         for choice in ordered:
             message = choice.get("message")
-            content = message.get("content") if isinstance(message, dict) else None
-            texts.append(content if isinstance(content, str) else None)  # None: a refusal or a tool call
+            if message is None and "text" in choice:  # an answer from /completions (raw text)
+                content = choice["text"]
+            else:
+                content = message.get("content") if isinstance(message, dict) else None
+                calls = message.get("tool_calls") if isinstance(message, dict) else None
+                if isinstance(calls, list) and calls:
+                    content = tool_calls_text(calls, content)
+            texts.append(content if isinstance(content, str) else None)  # None: a refusal
         usage = body.get("usage")
         usage = usage if isinstance(usage, dict) else {}
         prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
@@ -343,6 +386,30 @@ class OpenAILLM(HTTPLLM):
             hint = f"Check the key in {self.api_key_env} (or api_key=...)."
             return error_for_status(error.status_code, message, error.response.headers, auth_hint=hint)
         return ServerError(message)  # connection errors, bodies the SDK could not read
+
+
+def tool_calls_text(calls: list[Any], content: Any = None) -> str:
+    """A reply's tool calls as the generation text: ``{"tool_calls": [{"id", "name", "arguments"}]}``.
+
+    Generations are strings (the cache stores text), so the calls travel as JSON in one shape that
+    every provider here writes the same way. ``arguments`` is the decoded object; when the model
+    wrote arguments that are not JSON, the string is kept as it came, so the task can mark the
+    call invalid instead of losing it. Text the model wrote beside the calls goes under ``content``.
+    """
+    encoded: list[dict[str, Any]] = []
+    for call in calls:
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict):
+            continue
+        arguments = function.get("arguments")
+        if isinstance(arguments, str):
+            with contextlib.suppress(ValueError):  # not JSON: kept as written, invalid and visible as such
+                arguments = json.loads(arguments) if arguments.strip() else {}
+        encoded.append({"id": call.get("id"), "name": function.get("name"), "arguments": arguments})
+    reply: dict[str, Any] = {"tool_calls": encoded}
+    if isinstance(content, str) and content.strip():
+        reply["content"] = content
+    return json.dumps(reply, ensure_ascii=False)
 
 
 def response_format(schema: dict[str, Any]) -> dict[str, Any]:

@@ -46,6 +46,12 @@ class ServedLLM(LLM):
     def answers_as(self) -> LLM:
         return self.inner.answers_as()
 
+    def completes_raw_text(self) -> bool:
+        return self.inner.completes_raw_text()
+
+    def reads_images(self) -> bool:
+        return self.inner.reads_images()
+
     def options(self, overrides: Any = None) -> GenerationOptions:
         return self.inner.options(overrides)
 

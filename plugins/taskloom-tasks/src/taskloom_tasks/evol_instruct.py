@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import json
-import random
 import re
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from taskloom.plugin import Call, CallPlan, ChatType, GenerateOutput, Row, StepColumns, token_counts
-from taskloom_tasks.base import PromptedTask, replies_json
+from taskloom.plugin import CallPlan, ChatType, Row, StepColumns
+from taskloom_tasks.base import PromptedTask
 from taskloom_tasks.parsing import clean_item, find_json
+from taskloom_tasks.rounds import draw_mutation, read_rounds, rounds_plan
 
 Operation = Literal["add-constraints", "deepen", "concretize", "increase-reasoning", "breadth"]
 
@@ -99,8 +98,7 @@ class EvolInstruct(PromptedTask):
         return ["json", "instruction", "operation", "guidance"]
 
     def operation_for(self, instruction: str, generation: int, round_: int) -> str:
-        chooser = random.Random(f"{self.seed}|{instruction}|{generation}|{round_}")
-        return chooser.choice(self.operations)
+        return draw_mutation(self.operations, self.seed, instruction, generation, round_)
 
     def response_schema(self) -> dict[str, Any]:
         return {
@@ -124,54 +122,19 @@ class EvolInstruct(PromptedTask):
         )
 
     def plan(self, input: Row, chat: ChatType) -> CallPlan:
-        n = self.num_generations
         original = input["instruction"]
-        current = [original] * n
-        rounds: list[list[dict[str, Any]]] = [[] for _ in range(n)]
-        input_tokens, output_tokens = [0] * n, [0] * n
-        errors: list[str] = []
-        live = list(range(n))
-        for round_ in range(self.num_evolutions):
-            operations = {g: self.operation_for(original, g, round_) for g in live}
-            calls = [
-                Call(chat if round_ == 0 and g == 0 else self._round_chat(current[g], operations[g]), 1, first_index=g)
-                for g in live
-            ]
-            outputs: list[GenerateOutput] = yield calls
-            still: list[int] = []
-            for g, output in zip(live, outputs, strict=True):
-                reply = output["generations"][0]
-                rounds[g].append({"operation": operations[g], "reply": reply})
-                [tokens_in], [tokens_out] = token_counts(output.get("statistics"), 1)
-                input_tokens[g] += tokens_in or 0
-                output_tokens[g] += tokens_out or 0
-                if output.get("error"):
-                    errors.append(str(output["error"]))
-                evolved = evolved_text(reply)
-                if evolved is not None:
-                    current[g] = evolved
-                    still.append(g)
-            live = still
-            if not live:
-                break
-        result: GenerateOutput = {
-            "generations": [replies_json(r) if any(x["reply"] is not None for x in r) else None for r in rounds],
-            "statistics": {"input_tokens": input_tokens, "output_tokens": output_tokens},
-        }
-        if errors:
-            result["error"] = errors[0]
-        return result
+        return (
+            yield from rounds_plan(
+                start=original,
+                num_generations=self.num_generations,
+                num_rounds=self.num_evolutions,
+                mutation_for=lambda g, round_: self.operation_for(original, g, round_),
+                chat_for=self._round_chat,
+                read=evolved_text,
+                first_chat=chat,
+            )
+        )
 
     def format_output(self, output: str | None, input: Row | None = None) -> dict[str, Any]:
-        rounds = json.loads(output or "null")
-        if not isinstance(rounds, list):
-            raise ValueError("expected the replies of every round")
-        evolved = [evolved_text(r.get("reply")) for r in rounds]
-        if len(rounds) < self.num_evolutions or any(e is None for e in evolved):
-            done = sum(e is not None for e in evolved)
-            raise ValueError(f"only {done} of {self.num_evolutions} rounds produced an instruction")
-        return {
-            "evolved_instruction": evolved[-1],
-            "evolved_instructions": evolved,
-            "mutations": [r.get("operation") for r in rounds],
-        }
+        evolved, operations = read_rounds(output, self.num_evolutions, evolved_text, "an instruction")
+        return {"evolved_instruction": evolved[-1], "evolved_instructions": evolved, "mutations": operations}

@@ -1,0 +1,1 @@
+"""taskloom-synth: Magpie, conversations, samplers and personas, tool-calling data."""
