@@ -63,8 +63,35 @@ TASKS: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {
         [{"instruction": "Boil an egg?", "generation": "9 minutes."}, {"instruction": "Spain?", "generation": "Blog!"}],
     ),
     "text-classification": ({"labels": ["positive", "negative"]}, [{"text": "Broke."}, {"text": "Great!"}]),
+    "evol-quality": (
+        {},
+        [{"instruction": "Basil?", "response": "Water it."}, {"instruction": "2+2?", "response": "4"}],
+    ),
+    "genstruct": ({}, [{"title": "Bees", "content": "Bees make honey."}, {"title": "Rain", "content": "It falls."}]),
+    "clair": ({}, [{"task": "2+2?", "student_solution": "5"}, {"task": "Spain?", "student_solution": "Porto"}]),
+    "urial": ({}, [{"instruction": "Say a."}, {"instruction": "Say b."}]),
+    "magpie": (
+        {"template": "chatml", "n_turns": 2},
+        [{"seed": 0, "system_prompt": ""}, {"seed": 1, "system_prompt": "Be brief."}],
+    ),
+    "conversation": ({"n_turns": 2}, [{"topic": "rain", "instruction": ""}, {"topic": "bread", "instruction": "Hi?"}]),
+    "function-calling": (
+        {
+            "tools": [
+                {
+                    "type": "function",
+                    "function": {
+                        "name": "get_weather",
+                        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+                    },
+                }
+            ]
+        },
+        [{"topic": "the weather", "instruction": ""}, {"topic": "", "instruction": "Is it raining in Lisbon?"}],
+    ),
 }
 REPLIES = [
+    '{"tool_calls": [{"name": "get_weather", "arguments": {"city": "Lisbon"}}], "verdict": "yes", "reason": "ok"}',
     '{"score": 4, "scores": [4, 2], "rating": 4, "result": 4, "verdict": "A", "rationale": "Fine.", '
     '"labels": ["negative"], "instruction": "Write a short poem about rain.", "instructions": ["Do x.", "Do y."]}',
     "Rationale: fine.\nRating: 3\nScore: 3\nVerdict: B\n1. First.\n2. Second.",

@@ -28,6 +28,10 @@ KNOWN_PACKAGES: dict[str, str] = {
     "format-dpo": "taskloom-curate",
     "format-kto": "taskloom-curate",
     "ray": "taskloom-ray",
+    "magpie": "taskloom-synth",
+    "conversation": "taskloom-synth",
+    "function-calling": "taskloom-synth",
+    "sampler": "taskloom-synth",
 }
 """Names this project's own plugin packages register, so an unknown one can say what to install."""
 

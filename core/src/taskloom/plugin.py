@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from taskloom.llms.limits import Allowance, Bucket
     from taskloom.llms.options import GenerationOptions, OptionError, OutputSchema, json_schema_of
     from taskloom.llms.outputs import split_evenly, token_counts
+    from taskloom.llms.tools import tool_calls_text
     from taskloom.pipeline.base import Sink, SinkWriter, Source, SourceError
     from taskloom.pipeline.budget import Budget
     from taskloom.pipeline.card import CARD_FILENAME
@@ -170,6 +171,7 @@ _LAZY = {
     "image_parts": "taskloom.images",
     "inline_images": "taskloom.images",
     "text_of": "taskloom.llms.inputs",
+    "tool_calls_text": "taskloom.llms.tools",
     "GenerateOutput": "taskloom.typing",
     "Row": "taskloom.typing",
     "Statistics": "taskloom.typing",
@@ -269,6 +271,7 @@ __all__ = [
     "template_variables",
     "text_of",
     "token_counts",
+    "tool_calls_text",
     "write_parquet",
 ]
 

@@ -539,8 +539,8 @@ def test_a_short_real_run_on_the_local_model(functions: str) -> None:
 
     llm = get_llm("llamacpp", generation_kwargs={"temperature": 0.2, "seed": 3, "max_new_tokens": 64})
     task = FunctionCalling(llm=llm, functions=functions, execution_timeout=5.0)
-    rows = run_task(task, [{"tools": TOOLS, "topic": "the weather"}, {"tools": [ADD], "topic": "arithmetic"}])
-    assert len(rows) == 2
+    rows = run_task(task, [{"tools": TOOLS, "topic": "the weather"}])
+    assert len(rows) == 1
     for row in rows:
         meta = row["distilabel_metadata"]
         if row["query"] is None:  # failed explicitly, with why or what was paid for
@@ -556,3 +556,21 @@ def test_a_short_real_run_on_the_local_model(functions: str) -> None:
             assert len(row["execution"]) == len(row["messages"][1]["tool_calls"])
             assert row["semantic_check"] in (True, False, None)
         assert json.loads(meta["raw_output_function-calling"])["query"] == row["query"]
+
+
+def test_the_documented_example_holds() -> None:
+    from taskloom_synth.function_calling import FunctionCalling
+
+    assert FunctionCalling.example is not None
+    row_in, row_out = FunctionCalling.example
+    llm = ScriptedLLM(
+        replies=[
+            row_out["query"],
+            json.dumps({"tool_calls": [{"name": "get_weather", "arguments": {"city": "Lisbon"}}]}),
+            json.dumps({"reason": row_out["semantic_reason"], "verdict": "yes"}),
+        ]
+    )
+    task = get_task("function-calling", llm=llm)
+    task.load()
+    [row] = next(task.process([row_in]))
+    assert {key: row[key] for key in row_out} == row_out

@@ -148,6 +148,15 @@ class LLM(Component):
         """
         return False
 
+    def calls_tools(self) -> bool:
+        """Whether this LLM answers with native tool calls when given a ``tools`` option.
+
+        By default, whether its ``Options`` take ``tools``. A provider whose server takes the
+        option but whose model may not call tools (a small model behind an OpenAI-compatible
+        server) lets its user say no, so a task asks with the schemas in the prompt instead.
+        """
+        return self.accepts("tools")
+
     def render_chat(self, messages: Chat) -> str | None:
         """The text this LLM's chat template makes of ``messages``, ending where the assistant's
         answer would begin; None when the template is not known here (an API model).

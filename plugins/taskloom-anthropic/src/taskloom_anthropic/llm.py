@@ -31,6 +31,7 @@ from taskloom.plugin import (
     chat_messages,
     image_data,
     text_of,
+    tool_calls_text,
 )
 from taskloom_anthropic.batches import MAX_REQUESTS, BatchMismatchError, run_batch
 
@@ -87,8 +88,8 @@ class AnthropicLLM(HTTPLLM):
         )
         tool_choice: str | dict[str, Any] | None = Field(
             default=None,
-            description="With tools: 'auto', 'required' (Anthropic's 'any'), 'none', a tool's name to force it, "
-            "or Anthropic's own {'type': ...} object; None: the API's default ('auto').",
+            description="With tools: 'auto', 'required' (Anthropic's 'any'), the value that forbids calls, "
+            "a tool's name to force it, or Anthropic's own {'type': ...} object; None: the API's default ('auto').",
         )
 
     model: str = Field(description="Model id, for example 'claude-sonnet-4-5'.")
@@ -187,7 +188,7 @@ class AnthropicLLM(HTTPLLM):
             text = "".join(parts) if parts else None
             calls = [block for block in content if block["type"] == "tool_use"]
             if calls and getattr(options, "tools", None):
-                text = tool_calls_text(calls, text)
+                text = tool_calls_text(((b.get("id"), b.get("name"), b.get("input")) for b in calls), text)
         usage = _object(body["usage"])
         # Prompt tokens read from or written to the prompt cache are counted apart from input_tokens.
         prompt = sum(
@@ -316,20 +317,6 @@ def anthropic_tool_choice(choice: str | dict[str, Any]) -> dict[str, Any]:
     if choice in ("required", "any"):
         return {"type": "any"}
     return {"type": "tool", "name": choice}
-
-
-def tool_calls_text(blocks: list[dict[str, Any]], content: str | None = None) -> str:
-    """``tool_use`` blocks as the generation text: ``{"tool_calls": [{"id", "name", "arguments"}]}``.
-
-    The same JSON shape the OpenAI provider writes (generations are strings, which the cache
-    stores); text the model wrote beside the calls goes under ``content``.
-    """
-    reply: dict[str, Any] = {
-        "tool_calls": [{"id": b.get("id"), "name": b.get("name"), "arguments": b.get("input")} for b in blocks]
-    }
-    if content and content.strip():
-        reply["content"] = content
-    return json.dumps(reply, ensure_ascii=False)
 
 
 def _tool_for(options: GenerationOptions) -> _Tool | None:

@@ -10,7 +10,6 @@ chat completions and go through the openai SDK.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 import functools
 import hashlib
@@ -38,6 +37,7 @@ from taskloom.plugin import (
     failed_output,
     inline_images,
     split_evenly,
+    tool_calls_text,
 )
 
 if TYPE_CHECKING:
@@ -107,8 +107,8 @@ class OpenAILLM(HTTPLLM):
         )
         tool_choice: str | dict[str, Any] | None = Field(
             default=None,
-            description="With tools: 'auto', 'required', 'none', or {'type': 'function', 'function': {'name': ...}} "
-            "to force one; None: the server's default ('auto').",
+            description="With tools: 'auto', 'required' (or OpenAI's value that forbids calls), or "
+            "{'type': 'function', 'function': {'name': ...}} to force one; None: the server's default ('auto').",
         )
 
     model: str = Field(description="Model id, for example 'gpt-4o-mini', or the name a local server serves.")
@@ -140,6 +140,11 @@ class OpenAILLM(HTTPLLM):
         description="With batch_api: collect this submitted batch instead of submitting a new one. Set on "
         "submission (so a dump taken while the job runs resumes it) and cleared once collected.",
     )
+    native_tools: bool = Field(
+        default=True,
+        description="The model answers the tools option with tool calls; False for a server whose model does "
+        "not (a small model behind llama-server), so tasks put the tools in the prompt and ask for JSON instead.",
+    )
     batch_poll_interval: float = Field(default=30.0, gt=0, description="Seconds between two batch status checks.")
 
     @property
@@ -166,6 +171,9 @@ class OpenAILLM(HTTPLLM):
         # ``base_url`` first: api_root() reads the environment, on every request.
         openai_itself = not self.base_url and self.api_root() == self.default_base_url
         return "max_completion_tokens" if openai_itself else "max_tokens"
+
+    def calls_tools(self) -> bool:
+        return self.native_tools
 
     def completes_raw_text(self) -> bool:
         """Raw text goes to ``/completions``, which vLLM, llama.cpp's server and OpenAI's instruct
@@ -222,7 +230,7 @@ class OpenAILLM(HTTPLLM):
                 content = message.get("content") if isinstance(message, dict) else None
                 calls = message.get("tool_calls") if isinstance(message, dict) else None
                 if isinstance(calls, list) and calls:
-                    content = tool_calls_text(calls, content)
+                    content = tool_calls_text(_openai_calls(calls), content)
             texts.append(content if isinstance(content, str) else None)  # None: a refusal
         usage = body.get("usage")
         usage = usage if isinstance(usage, dict) else {}
@@ -388,28 +396,14 @@ class OpenAILLM(HTTPLLM):
         return ServerError(message)  # connection errors, bodies the SDK could not read
 
 
-def tool_calls_text(calls: list[Any], content: Any = None) -> str:
-    """A reply's tool calls as the generation text: ``{"tool_calls": [{"id", "name", "arguments"}]}``.
-
-    Generations are strings (the cache stores text), so the calls travel as JSON in one shape that
-    every provider here writes the same way. ``arguments`` is the decoded object; when the model
-    wrote arguments that are not JSON, the string is kept as it came, so the task can mark the
-    call invalid instead of losing it. Text the model wrote beside the calls goes under ``content``.
-    """
-    encoded: list[dict[str, Any]] = []
+def _openai_calls(calls: list[Any]) -> list[tuple[Any, Any, Any]]:
+    """OpenAI's ``tool_calls`` entries as (id, name, arguments); entries that are not function calls are left out."""
+    found = []
     for call in calls:
         function = call.get("function") if isinstance(call, dict) else None
-        if not isinstance(function, dict):
-            continue
-        arguments = function.get("arguments")
-        if isinstance(arguments, str):
-            with contextlib.suppress(ValueError):  # not JSON: kept as written, invalid and visible as such
-                arguments = json.loads(arguments) if arguments.strip() else {}
-        encoded.append({"id": call.get("id"), "name": function.get("name"), "arguments": arguments})
-    reply: dict[str, Any] = {"tool_calls": encoded}
-    if isinstance(content, str) and content.strip():
-        reply["content"] = content
-    return json.dumps(reply, ensure_ascii=False)
+        if isinstance(function, dict):
+            found.append((call.get("id"), function.get("name"), function.get("arguments")))
+    return found
 
 
 def response_format(schema: dict[str, Any]) -> dict[str, Any]:

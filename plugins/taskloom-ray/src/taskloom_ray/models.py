@@ -58,6 +58,9 @@ class ServedLLM(LLM):
     def accepts(self, option: str) -> bool:
         return self.inner.accepts(option)
 
+    def calls_tools(self) -> bool:
+        return self.inner.calls_tools()
+
     def dump(self) -> dict[str, Any]:
         return self.inner.dump()
 

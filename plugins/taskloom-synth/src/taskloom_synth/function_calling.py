@@ -71,8 +71,8 @@ def check_tools(value: Any) -> list[dict[str, Any]]:
     with ``parameters`` a valid JSON Schema of an object, checked against its meta-schema: a
     schema with a typo would otherwise validate nothing and pass every call.
     """
-    from jsonschema.exceptions import SchemaError  # type: ignore[import-untyped]
-    from jsonschema.validators import validator_for  # type: ignore[import-untyped]
+    from jsonschema.exceptions import SchemaError
+    from jsonschema.validators import validator_for
 
     if isinstance(value, str):
         try:
@@ -310,6 +310,46 @@ class FunctionCalling(Task):
     """
 
     registry_name: ClassVar[str | None] = "function-calling"
+    example: ClassVar[tuple[Row, Row] | None] = (
+        {
+            "tools": [
+                {
+                    "type": "function",
+                    "function": {
+                        "name": "get_weather",
+                        "description": "The weather now in a city.",
+                        "parameters": {
+                            "type": "object",
+                            "properties": {"city": {"type": "string"}},
+                            "required": ["city"],
+                        },
+                    },
+                }
+            ]
+        },
+        {
+            "query": "Is it raining in Lisbon right now?",
+            "answers": '[{"name": "get_weather", "arguments": {"city": "Lisbon"}}]',
+            "valid": True,
+            "errors": [],
+            "semantic_check": True,
+            "semantic_reason": "It asks for the weather in the city the request names.",
+            "messages": [
+                {"role": "user", "content": "Is it raining in Lisbon right now?"},
+                {
+                    "role": "assistant",
+                    "content": "",
+                    "tool_calls": [
+                        {
+                            "id": "call_0",
+                            "type": "function",
+                            "function": {"name": "get_weather", "arguments": '{"city": "Lisbon"}'},
+                        }
+                    ],
+                },
+            ],
+        },
+    )
 
     tools: list[dict[str, Any]] | None = Field(
         default=None,
@@ -382,7 +422,7 @@ class FunctionCalling(Task):
     def _mode(self) -> Literal["native", "structured", "prompted"]:
         """How the tool calls are asked for: decided by what the LLM's options accept."""
         llm = self.resolve_llm()
-        if llm.accepts("tools"):
+        if llm.calls_tools():
             return "native"
         if self.structured_output and llm.accepts("structured_output"):
             return "structured"
