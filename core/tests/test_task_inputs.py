@@ -13,7 +13,7 @@ from taskloom.llms.inputs import chat_messages
 from taskloom.llms.limits import estimate_tokens
 from taskloom.pipeline.graph import PipelineError
 from taskloom.pipeline.sources import RowsSource
-from taskloom.plugin import ChatType, Row, Source, StepColumns, Task
+from taskloom.plugin import Call, ChatType, Row, Source, StepColumns, Task
 from taskloom.testing import ScriptedAsyncLLM, ScriptedLLM
 
 
@@ -106,3 +106,56 @@ def test_token_estimates_read_raw_text_and_content_parts() -> None:
     with_image = estimate_tokens(parts, None)
     without = estimate_tokens([{"role": "user", "content": "y" * 40}], None)
     assert with_image - without == 1_000
+
+
+class Measures(Task):
+    """Asks the LLM, then runs a function of the answer off the loop (``Call.run``)."""
+
+    ran: ClassVar[list[str]] = []
+
+    @property
+    def inputs(self) -> StepColumns:
+        return ["text"]
+
+    @property
+    def outputs(self) -> StepColumns:
+        return ["length"]
+
+    def format_input(self, input: Row) -> ChatType:
+        return [{"role": "user", "content": str(input["text"])}]
+
+    def plan(self, input: Row, chat: ChatType) -> Any:
+        import threading
+
+        [answer] = yield [Call(chat)]
+        text = answer["generations"][0] or ""
+
+        def measure() -> Any:
+            Measures.ran.append(threading.current_thread().name)
+            return {"generations": [str(len(text))], "statistics": {}}
+
+        [measured] = yield [Call([], run=measure)]
+        return measured
+
+    def format_output(self, output: str | None, input: Row | None = None) -> dict[str, Any]:
+        return {"length": int(output or 0)}
+
+
+def test_a_plans_own_work_runs_beside_the_loop_uncached_and_never_in_an_estimate(tmp_path: Path) -> None:
+    import threading
+
+    Measures.ran.clear()
+    llm = ScriptedAsyncLLM(replies=["four"])
+    task = Measures(llm=llm)
+    first = Pipeline(task, source=[{"text": "a"}, {"text": "b"}]).run(output=tmp_path, progress=None)
+    assert [row["length"] for row in first.rows()] == [4, 4]
+    assert len(Measures.ran) == 2 and threading.main_thread().name not in Measures.ran
+    assert first.stats.steps["measures"].requests == 2  # the run calls are not requests
+    again = Pipeline(task, source=[{"text": "a"}, {"text": "b"}]).run(output=tmp_path, progress=None)
+    assert again.stats.steps["measures"].requests == 0 and len(Measures.ran) == 4  # run again, not cached
+    Pipeline(Measures(llm=ScriptedLLM(replies=["x"])), source=[{"text": "a"}]).estimate()
+    assert len(Measures.ran) == 4
+    sync = Measures(llm=ScriptedLLM(replies=["seven!"]))
+    sync.load()
+    [row] = next(sync.process([{"text": "c"}]))
+    assert row["length"] == 6

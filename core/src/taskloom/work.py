@@ -38,6 +38,11 @@ class Call:
 
     Slotted and not frozen: one is made per row on the hot path, and a frozen dataclass costs
     three times as much to build. Treat it as a value all the same."""
+    run: Callable[[], GenerateOutput] | None = None
+    """Set for work of a plan that is not a request to the LLM and may block (running the tool
+    calls an answer made, in a child process): the driver runs it off the event loop (a sync
+    driver, in place), with no cache, limit or budget, and sends back what it returns in the
+    call's place. ``chat`` is then only what a dry run shows; an estimate does not run it."""
 
 
 CallPlan: TypeAlias = Generator[list[Call], list[GenerateOutput], GenerateOutput]

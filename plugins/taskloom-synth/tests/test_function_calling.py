@@ -20,9 +20,9 @@ from pydantic import Field, ValidationError
 from taskloom_synth.function_calling import FunctionCalling, check_tools, parse_tool_calls
 from taskloom_synth.tool_runner import NETWORK_REFUSED, run_tool_calls
 
-from taskloom import get_task
+from taskloom import Pipeline, get_task
 from taskloom.llms.options import GenerationOptions, OutputSchema
-from taskloom.testing import ScriptedLLM
+from taskloom.testing import ScriptedAsyncLLM, ScriptedLLM
 from taskloom.typing import ChatType
 
 PLUGINS = Path(__file__).resolve().parents[2]
@@ -339,6 +339,29 @@ def test_a_hanging_function_gives_its_row_a_timeout_and_the_run_goes_on(function
     assert hung["execution"][0]["error"].startswith("TimeoutError")
     assert hung["messages"][-1]["content"].startswith("Error: TimeoutError")
     assert fine["execution"][0]["error"] is None and "Oslo" in fine["execution"][0]["result"]
+
+
+def test_in_a_pipeline_a_hanging_function_holds_up_only_its_own_row(functions: str, tmp_path: Path) -> None:
+    """The run of a row's calls is done beside the event loop: while one row's function hangs
+    until its timeout, every other row is asked, run and finished."""
+    finished: dict[str, float] = {}
+
+    def reply(chat: ChatType, index: int) -> str:
+        text = _content(chat)
+        city = "Hang" if "Hang" in text else "Oslo" if "Oslo" in text else "Rome"
+        finished[city] = time.monotonic()
+        return json.dumps({"tool_calls": [{"name": "get_weather", "arguments": {"city": city}}]})
+
+    llm = ScriptedAsyncLLM(reply=reply, delay=0.05)
+    task = FunctionCalling(llm=llm, functions=functions, execution_timeout=4.0, semantic_check=False)
+    rows = [{"tools": TOOLS, "instruction": f"Weather in {city}?"} for city in ("Hang", "Oslo", "Rome")]
+    started = time.monotonic()
+    result = Pipeline(task, source=rows, name="hang").run(output=tmp_path / "run", progress=None)
+    hung, oslo, rome = result.rows()
+    assert hung["execution"][0]["error"].startswith("TimeoutError")
+    assert oslo["execution"][0]["error"] is None and rome["execution"][0]["error"] is None
+    # The other rows' requests were made well within the hanging call's 4 s.
+    assert finished["Oslo"] - started < 2.0 and finished["Rome"] - started < 2.0
 
 
 def test_functions_that_cannot_be_loaded_fail_every_call_with_why(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from taskloom.llms.async_llm import failed_output
 from taskloom.llms.limits import estimate_tokens
 from taskloom.pricing import LOCAL, Price, PriceTable, format_dollars
 from taskloom.tasks.base import Task
@@ -168,6 +169,9 @@ class Forecaster:
     def ask(self, calls: list[Call]) -> list[GenerateOutput]:
         outputs: list[GenerateOutput] = []
         for call in calls:
+            if call.run is not None:  # not a request, and an estimate runs nothing
+                outputs.append(failed_output(call.count, "not run by an estimate"))
+                continue
             options = self.llm.options(call.kwargs) if call.kwargs else None
             limit = options.max_new_tokens if options is not None else self.max_new_tokens
             answer = limit or UNBOUNDED_OUTPUT

@@ -779,6 +779,8 @@ class Executor:
 
     async def _ask(self, node: _Node, call: Call) -> GenerateOutput:
         """One call's answers: from the cache where it has them, else requested (and then cached)."""
+        if call.run is not None:  # not a request: work that may block, run beside the loop
+            return await asyncio.to_thread(call.run)
         kwargs = dict(call.kwargs or {})
         n = call.count
         keys = (

@@ -559,7 +559,7 @@ def _recording(task: Task, asked: list[Any]) -> Callable[[list[Call]], list[Gene
     """The task's own synchronous ask, noting every chat it sends (what a dry run shows)."""
 
     def ask(calls: list[Call]) -> list[GenerateOutput]:
-        asked.extend(call.chat for call in calls)
+        asked.extend(call.chat for call in calls if call.run is None)
         return task._generate_calls(calls)
 
     return ask

@@ -315,18 +315,23 @@ class Task(Step):
         """Calls through the LLM's batch ``generate``: one batch per distinct answer count and options."""
         llm = self.resolve_llm()
         first = calls[0] if calls else None
-        if first is not None and all(c.count == first.count and c.kwargs is first.kwargs for c in calls):
+        if first is not None and all(
+            c.count == first.count and c.kwargs is first.kwargs and c.run is None for c in calls
+        ):
             # The default plan: one answer count and the task's own options for every row (hot path).
             return self._generate_group(llm, [c.chat for c in calls], first.count, first.kwargs or {})
         groups: dict[tuple[int, str], list[int]] = {}
         seen: dict[int, str] = {}  # most calls share one options dict: serialise each dict once
+        outputs: dict[int, GenerateOutput] = {}
         for index, call in enumerate(calls):
+            if call.run is not None:  # not a request: run in place
+                outputs[index] = call.run()
+                continue
             options = call.kwargs or {}
             key = seen.get(id(options))
             if key is None:
                 key = seen[id(options)] = json.dumps(options, sort_keys=True, default=repr)
             groups.setdefault((call.count, key), []).append(index)
-        outputs: dict[int, GenerateOutput] = {}
         for (count, _), positions in groups.items():
             options = calls[positions[0]].kwargs or {}
             answers = self._generate_group(llm, [calls[i].chat for i in positions], count, options)

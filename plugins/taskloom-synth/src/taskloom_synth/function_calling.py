@@ -26,7 +26,8 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from collections.abc import Callable
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, PrivateAttr, field_validator
 
@@ -42,9 +43,6 @@ from taskloom.plugin import (
     StepColumns,
     token_counts,
 )
-
-if TYPE_CHECKING:
-    from taskloom_synth.tool_runner import CallResult, ToolRun
 
 __all__ = ["FunctionCalling", "ToolSpecError", "check_tools", "parse_tool_calls"]
 
@@ -544,20 +542,21 @@ class FunctionCalling(Task):
                     records[g]["reply"] = reply["generations"][0]
 
         parsed = {g: parse_tool_calls(records[g].get("reply"))[0] for g in range(n)}
-        run = self._start_run(tools, parsed)
-        try:
-            if self.semantic_check:
-                judged = [g for g in range(n) if parsed[g]]
-                if judged:
-                    verdicts = yield [self._judge_call(records[g]["query"], tools, parsed[g], g) for g in judged]
-                    for g, verdict in zip(judged, verdicts, strict=True):
-                        account(verdict, [g])
-                        records[g]["judge"] = verdict["generations"][0]
+        # The judge's calls and the run of the tool calls go out together: the run is work the
+        # driver does beside its event loop (Call.run), so a slow or hanging function holds up
+        # this row only, never the requests of the others.
+        judged = [g for g in range(n) if parsed[g]] if self.semantic_check else []
+        batch = [self._judge_call(records[g]["query"], tools, parsed[g], g) for g in judged]
+        run = self._tool_run(tools, parsed)
+        if run is not None:
+            batch.append(Call([], 1, run=run[0]))
+        if batch:
+            answers = yield batch
+            for g, verdict in zip(judged, answers, strict=False):
+                account(verdict, [g])
+                records[g]["judge"] = verdict["generations"][0]
             if run is not None:
-                self._collect(run, records)
-        finally:
-            if run is not None:
-                run[0].stop()
+                self._collect(answers[-1], run[1], records)
 
         texts: list[str | None] = [
             json.dumps(r, ensure_ascii=False) if r.get("query") or r.get("request") or r.get("reply") else None
@@ -571,13 +570,14 @@ class FunctionCalling(Task):
             output["errors"] = errors
         return output
 
-    def _start_run(
+    def _tool_run(
         self, tools: list[dict[str, Any]], parsed: dict[int, list[dict[str, Any]]]
-    ) -> tuple[ToolRun, list[tuple[int, int]]] | None:
-        """Start the valid calls of every generation in one child; None when nothing is to run."""
+    ) -> tuple[Callable[[], GenerateOutput], list[tuple[int, int]]] | None:
+        """The valid calls of every generation, run in one child by the returned function, and
+        where each goes; None when nothing is to run."""
         if self.functions is None:
             return None
-        from taskloom_synth.tool_runner import ToolRun
+        from taskloom_synth.tool_runner import run_tool_calls
 
         where: list[tuple[int, int]] = []
         calls: list[tuple[str, Any]] = []
@@ -588,13 +588,21 @@ class FunctionCalling(Task):
                     calls.append((call["name"], call["arguments"]))
         if not calls:
             return None
-        return ToolRun(self.functions, calls, self.execution_timeout).start(), where
+        source, timeout = self.functions, self.execution_timeout
+
+        def run() -> GenerateOutput:
+            results = run_tool_calls(source, calls, timeout)
+            encoded = [{"result": r.result, "error": r.error} for r in results]
+            return {"generations": [json.dumps(encoded, ensure_ascii=False)], "statistics": {}}
+
+        return run, where
 
     @staticmethod
-    def _collect(run: tuple[ToolRun, list[tuple[int, int]]], records: list[dict[str, Any]]) -> None:
-        results: list[CallResult] = run[0].results()
-        for (g, i), result in zip(run[1], results, strict=True):
-            records[g].setdefault("execution", {})[str(i)] = {"result": result.result, "error": result.error}
+    def _collect(output: GenerateOutput, where: list[tuple[int, int]], records: list[dict[str, Any]]) -> None:
+        text = output["generations"][0] if output["generations"] else None
+        results = json.loads(text) if text else [{"result": None, "error": output.get("error")}] * len(where)
+        for (g, i), result in zip(where, results, strict=True):
+            records[g].setdefault("execution", {})[str(i)] = {"result": result["result"], "error": result["error"]}
 
     # -- checking calls and building the row ------------------------------------------------------
 

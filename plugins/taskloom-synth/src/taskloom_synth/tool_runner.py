@@ -44,10 +44,11 @@ class CallResult:
 
 
 class ToolRun:
-    """The calls of one row, running in a child from :meth:`start` on; :meth:`results` waits for them.
+    """The calls of one row, running in a child from :meth:`start` on; :meth:`results` waits for
+    them, starting a new child for the rest when one dies or hangs on a call.
 
-    Starting is separate from waiting so a task can start the calls, ask the LLM something else
-    meanwhile, and only then collect.
+    The task hands the waiting to its driver as a ``Call.run``, which a pipeline runs beside its
+    event loop, so other rows' requests go on meanwhile.
     """
 
     def __init__(self, source: str, calls: Sequence[tuple[str, Any]], timeout: float) -> None:
