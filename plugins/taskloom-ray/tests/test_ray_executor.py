@@ -527,6 +527,23 @@ def test_a_local_model_is_served_by_its_model_actors_with_the_local_executors_ro
     assert shard_keys == local_keys
 
 
+def test_magpie_from_nothing_on_model_actors_reads_the_template_and_equals_the_local_rows(
+    cluster: str, tmp_path: Path
+) -> None:
+    """Magpie's own rows cut into shards; its template read through a model actor (the workers
+    hold no model); each row's seed makes the rows those of a local run, whatever the shards."""
+    pytest.importorskip("taskloom_synth")
+
+    def magpie() -> Pipeline:
+        llm = get_llm("llamacpp", generation_kwargs={"max_new_tokens": 12, "temperature": 0.8})
+        return Pipeline(get_task("magpie", name="magpie", llm=llm, num_rows=6), name="magpie")
+
+    local = list(magpie().run(output=tmp_path / "local", progress=None).rows())
+    sharded = magpie().run(output=tmp_path / "ray", progress=None, executor=ray_executor(shard_rows=2, model_actors=1))
+    assert [row["seed"] for row in sharded.rows()] == list(range(6))
+    assert list(sharded.rows()) == local
+
+
 def _cache_keys(path: Path) -> set[str]:
     import contextlib
     import sqlite3

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 from pydantic import ConfigDict
 
-from taskloom.plugin import LLM, ChatType, GenerateOutput, GenerationError, GenerationOptions, failed_output
+from taskloom.plugin import LLM, Chat, ChatType, GenerateOutput, GenerationError, GenerationOptions, failed_output
 
 
 class ServedLLM(LLM):
@@ -61,6 +61,13 @@ class ServedLLM(LLM):
     def calls_tools(self) -> bool:
         return self.inner.calls_tools()
 
+    def render_chat(self, messages: Chat) -> str | None:
+        """The served model's template, rendered by one of its actors (Magpie reads it once per task)."""
+        import ray
+
+        text: str | None = ray.get(self.router.render_chat.remote(messages))
+        return text
+
     def dump(self) -> dict[str, Any]:
         return self.inner.dump()
 
@@ -95,6 +102,9 @@ class ModelActor:
     async def generate(self, chat: ChatType, num_generations: int, kwargs: dict[str, Any]) -> GenerateOutput:
         return await self.llm.agenerate_one(chat, num_generations, **kwargs)
 
+    def render_chat(self, messages: Chat) -> str | None:
+        return self.llm.render_chat(messages)
+
     def where(self) -> dict[str, Any]:
         """The node and the resources Ray gave this actor (for tests and the docs' checks)."""
         import ray
@@ -118,6 +128,10 @@ class ModelRouter:
         finally:
             self.load[index] -= 1
         return output
+
+    async def render_chat(self, messages: Chat) -> str | None:
+        text: str | None = await self.actors[0].render_chat.remote(messages)
+        return text
 
     def loads(self) -> list[int]:
         return list(self.load)
