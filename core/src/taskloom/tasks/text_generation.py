@@ -80,10 +80,12 @@ class TextGeneration(Task):
                 )
         else:
             content = compile_template(self.template).render(input)
-        images = image_parts(input.get("image"))
-        if images:
-            parts: list[ContentPart] = [*images, {"type": "text", "text": content}]
-            return self._chat(input, parts)
+        image = input.get("image")
+        if image is not None:  # most rows have none: the hot path skips the call
+            images = image_parts(image)
+            if images:
+                parts: list[ContentPart] = [*images, {"type": "text", "text": content}]
+                return self._chat(input, parts)
         return self._chat(input, content)
 
     def _chat(self, input: Row, content: str | list[ContentPart]) -> ChatType:
