@@ -301,8 +301,15 @@ def _schema_text(schema: dict[str, Any]) -> str:
 MAX_ENUMERATED = 256
 
 
+MAX_GRAMMAR_LENGTH = 2_000
+"""The longest ``maxLength`` a grammar spells out. llama-cpp-python's converter writes a string
+bound as that many nested optional groups: 8,000 crashed the process in llama.cpp's grammar
+parser. A longer bound is left to ``max_new_tokens``."""
+
+
 def _bounded_integers_as_enums(node: Any) -> Any:
-    """Rewrite ``{"type": "integer", "minimum": 1, "maximum": 5}`` as ``{"enum": [1, ..., 5]}``.
+    """Rewrite ``{"type": "integer", "minimum": 1, "maximum": 5}`` as ``{"enum": [1, ..., 5]}``,
+    and drop a string's ``maxLength`` above :data:`MAX_GRAMMAR_LENGTH`.
 
     llama-cpp-python's schema-to-grammar converter ignores integer bounds, so a 1-5 rating could
     come back as 7 and fail validation. Listing the values lets the grammar enforce the range
@@ -313,6 +320,9 @@ def _bounded_integers_as_enums(node: Any) -> Any:
     if not isinstance(node, dict):
         return node
     node = {key: _bounded_integers_as_enums(value) for key, value in node.items()}
+    longest = node.get("maxLength")
+    if isinstance(longest, int) and longest > MAX_GRAMMAR_LENGTH:
+        node = {key: value for key, value in node.items() if key != "maxLength"}
     if node.get("type") != "integer" or "enum" in node or "const" in node:
         return node
     low = node.get("minimum", _exclusive(node.get("exclusiveMinimum"), 1))
