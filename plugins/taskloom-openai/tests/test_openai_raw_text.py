@@ -71,6 +71,23 @@ def test_openai_itself_still_gets_max_tokens_on_completions(scripted: ScriptedSe
     assert scripted.requests[0].body["max_tokens"] == 5
 
 
+def test_the_template_is_read_from_the_servers_apply_template_or_not_at_all(scripted: ScriptedServer) -> None:
+    scripted.answer(Reply(body={"prompt": "<|im_start|>user\nX<|im_end|>\n<|im_start|>assistant\n"}))
+    llm = make_llm(f"{scripted.url}/v1")
+    try:
+        assert (
+            llm.render_chat([{"role": "user", "content": "X"}])
+            == "<|im_start|>user\nX<|im_end|>\n<|im_start|>assistant\n"
+        )
+        [request] = scripted.requests
+        assert request.path == "/apply-template"  # beside /v1, where llama.cpp's server has it
+        assert request.body == {"messages": [{"role": "user", "content": "X"}]}
+        scripted.answer(Reply(status=404, body={"error": {"message": "File Not Found"}}))
+        assert llm.render_chat([{"role": "user", "content": "X"}]) is None  # vLLM, OpenAI: no such endpoint
+    finally:
+        llm.unload()
+
+
 def test_batch_mode_takes_no_raw_text() -> None:
     assert make_llm("http://127.0.0.1:9/v1").completes_raw_text()
     assert not make_llm("http://127.0.0.1:9/v1", batch_api=True).completes_raw_text()
@@ -86,8 +103,8 @@ def test_raw_text_magpie_and_a_conversation_on_a_real_server(llama_server: Any, 
     finally:
         llm.unload()  # the sync facade's session; each run below opens and closes its own
     assert output["generations"][0] and output["statistics"]["output_tokens"][0] > 0
-    # SmolLM2's template is ChatML; an API model's template is named, not read.
-    magpie = get_task("magpie", llm=llm, template="chatml", num_rows=3)
+    # The template is read from the server (llama.cpp's /apply-template), as the GGUF's own.
+    magpie = get_task("magpie", llm=llm, num_rows=3)
     made = Pipeline(magpie, name="magpie").run(output=tmp_path / "magpie", progress=None)
     rows = list(made.rows())
     assert len(rows) == 3 and all(isinstance(r["instruction"], str) and r["instruction"] for r in rows)

