@@ -250,3 +250,13 @@ def test_runs_leave_the_server_their_caller_started_running(tmp_path: Path) -> N
     finally:
         llm.unload()
     assert process.poll() is not None and not llm.is_loaded()
+
+
+def test_raw_text_and_the_template_through_the_server(served: LlamaServerLLM) -> None:
+    text = served.render_chat([{"role": "user", "content": "What do bees make?"}])
+    assert text is not None and text.endswith("<|im_start|>assistant\n")
+    # The template's own text completed as raw text is the chat's request: the same answer.
+    [as_chat, as_text] = served.generate([CHATS[7], text])
+    assert as_text["generations"] == as_chat["generations"]
+    [continued] = served.generate(["The days of the week are Monday, Tuesday,"], max_new_tokens=6)
+    assert "Wednesday" in (continued["generations"][0] or "")
