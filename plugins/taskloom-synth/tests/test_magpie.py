@@ -197,3 +197,58 @@ def test_a_turn_that_fails_keeps_what_was_written() -> None:
     assert row["instruction"] is None and row["response"] is None
     assert "Question?" in row["distilabel_metadata"]["raw_output_magpie"]
     assert "assistant message came back empty" in row["distilabel_metadata"]["error_magpie"]
+
+
+LLAMA3ISH = (
+    "{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m.role }}<|end_header_id|>\n\n"
+    "{{ m.content | trim }}<|eot_id|>{% endfor %}"
+    "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
+)
+
+
+def test_the_template_a_tokenizer_config_or_a_jinja_file_carries(tmp_path: Path) -> None:
+    import json
+
+    config = tmp_path / "tokenizer_config.json"
+    config.write_text(
+        json.dumps({"chat_template": [{"name": "default", "template": LLAMA3ISH}], "bos_token": {"content": "<B>"}})
+    )
+    llm = scripted()
+    task = get_task("magpie", llm=llm, template=str(config), only_instruction=True, system_prompt="Be kind.")
+    task.load()
+    next(task.process([{}]))
+    assert llm.calls[0]["input"] == (
+        "<B><|start_header_id|>system<|end_header_id|>\n\nBe kind.<|eot_id|>"
+        "<|start_header_id|>user<|end_header_id|>\n\n"
+    )
+    assert llm.calls[0]["kwargs"]["stop"] == ["<|eot_id|><|start_header_id|>"]
+    jinja = tmp_path / "chat.jinja"
+    jinja.write_text(CHATML)
+    from_file = get_task("magpie", llm=scripted(), template=str(jinja))
+    assert from_file.markup().pre_query(None, []) == named("chatml").pre_query(None, [])
+    with pytest.raises(TemplateError, match="no such file"):
+        get_task("magpie", llm=scripted(), template=str(tmp_path / "missing.json")).markup()
+    (tmp_path / "bare.json").write_text("{}")
+    with pytest.raises(TemplateError, match="has no chat_template"):
+        get_task("magpie", llm=scripted(), template=str(tmp_path / "bare.json")).markup()
+
+
+def test_the_template_of_a_tokenizer_on_the_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Against the repo's loopback stand-in for the Hub's API (no network here), with the real client."""
+    import json
+
+    huggingface_hub = pytest.importorskip("huggingface_hub")
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "taskloom-huggingface" / "tests"))
+    from hub_standin import HubStandIn
+
+    with HubStandIn() as hub:
+        api = huggingface_hub.HfApi(endpoint=hub.url, token="hf_test_alice")
+        api.create_repo("alice/tiny-chat", exist_ok=True)
+        config = json.dumps({"chat_template": CHATML}).encode()
+        api.upload_file(path_or_fileobj=config, path_in_repo="tokenizer_config.json", repo_id="alice/tiny-chat")
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
+        task = get_task("magpie", llm=scripted(), template="hf:alice/tiny-chat")
+        assert task.markup().pre_query("S", []) == named("chatml").pre_query("S", [])
+        with pytest.raises(TemplateError, match="could not be read"):
+            get_task("magpie", llm=scripted(), template="hf:alice/no-such-model").markup()

@@ -11,8 +11,13 @@ tokenizer template works, including ones written after this module.
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
 
 from taskloom.plugin import Chat, TaskloomError, text_of
 
@@ -100,6 +105,85 @@ def named(family: str) -> ChatMarkup:
             stops=("<end_of_turn>", "<start_of_turn>"),
         )
     raise TemplateError(f"unknown chat template family {family!r}; known: auto, {', '.join(FAMILIES)}.")
+
+
+def from_tokenizer(spec: str) -> ChatMarkup:
+    """The markup of the chat template a tokenizer carries: ``hf:owner/name`` (its
+    ``tokenizer_config.json`` on the Hugging Face Hub, ``@revision`` optional), or the path of a
+    ``tokenizer_config.json`` or of a Jinja chat template file.
+
+    For a model served where its template cannot be asked for (vLLM, an API), so Magpie writes
+    exactly the markup the model was trained on, not a family's approximation.
+    """
+    if spec.startswith("hf:"):
+        repo, _, revision = spec[3:].partition("@")
+        path = _download_config(repo, revision or None)
+    else:
+        path = Path(spec).expanduser()
+        if not path.is_file():
+            raise TemplateError(
+                f"template {spec!r}: no such file; give a tokenizer_config.json, a Jinja chat template file, "
+                f"hf:owner/name, auto, or a family ({', '.join(FAMILIES)})."
+            )
+    text = path.read_text(encoding="utf-8")
+    if path.suffix != ".json":
+        return from_template(jinja_renderer(text), spec)
+    try:
+        config = json.loads(text)
+    except ValueError as error:
+        raise TemplateError(f"template {spec!r}: {path} is not JSON ({error})") from None
+    template = config.get("chat_template") if isinstance(config, dict) else None
+    if isinstance(template, list):  # named templates: the default one
+        named_ones = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
+        template = named_ones.get("default") or next(iter(named_ones.values()), None)
+    if not isinstance(template, str):
+        raise TemplateError(f"template {spec!r}: {path} has no chat_template; name the family instead.")
+    return from_template(
+        jinja_renderer(template, _token(config.get("bos_token")), _token(config.get("eos_token"))), spec
+    )
+
+
+def jinja_renderer(template: str, bos_token: str = "", eos_token: str = "") -> Callable[[Chat], str]:
+    """A chat template rendered as tokenizers render theirs: sandboxed Jinja, blocks trimmed, the
+    generation prompt added, and the helpers templates call (``raise_exception``, ``tojson``)."""
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def raise_exception(message: str) -> None:
+        raise TemplateError(message)
+
+    environment = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    environment.globals["raise_exception"] = raise_exception
+    environment.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
+    environment.filters["tojson"] = lambda value, indent=None: json.dumps(value, ensure_ascii=False, indent=indent)
+    compiled = environment.from_string(template)
+
+    def render(messages: Chat) -> str:
+        return compiled.render(messages=messages, add_generation_prompt=True, bos_token=bos_token, eos_token=eos_token)
+
+    return render
+
+
+def _token(value: Any) -> str:
+    """A special token as tokenizer configs write it: a string, or ``{"content": ...}``."""
+    if isinstance(value, dict):
+        value = value.get("content")
+    return value if isinstance(value, str) else ""
+
+
+def _download_config(repo: str, revision: str | None) -> Path:
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError:
+        raise TemplateError(
+            f"template 'hf:{repo}' reads the tokenizer from the Hugging Face Hub, which needs huggingface_hub: "
+            "pip install taskloom-huggingface (or huggingface_hub)."
+        ) from None
+    try:
+        # HF_ENDPOINT read now, not when huggingface_hub was imported: a mirror set by the run counts.
+        endpoint = os.environ.get("HF_ENDPOINT") or None
+        return Path(hf_hub_download(repo, "tokenizer_config.json", revision=revision, endpoint=endpoint))
+    except Exception as error:  # not found, gated, offline: the client's own message says which
+        raise TemplateError(f"template 'hf:{repo}': the tokenizer config could not be read: {error}") from None
 
 
 _MARK = "TASKLOOMSENTINEL{}X"

@@ -32,7 +32,7 @@ from taskloom.plugin import (
     StepColumns,
     Task,
 )
-from taskloom_synth.chat_markup import FAMILIES, ChatMarkup, TemplateError, from_template, named
+from taskloom_synth.chat_markup import FAMILIES, ChatMarkup, TemplateError, from_template, from_tokenizer, named
 from taskloom_synth.dialogues import Dialogues, read_dialogue, stripped
 from taskloom_synth.seeds import row_key, seeded, stable_seed
 
@@ -88,8 +88,9 @@ class Magpie(Task):
     n_turns: int = Field(default=1, ge=1, le=32, description="User turns per conversation (each one answered).")
     template: str = Field(
         default="auto",
-        description="The chat template's markup: 'auto' reads the model's own (a GGUF's template), or a family "
-        f"for a model whose template cannot be read here (an API): {', '.join(FAMILIES)}.",
+        description="The chat template's markup: 'auto' reads the model's own (a GGUF's, or llama.cpp's server's); "
+        "'hf:owner/name' or a tokenizer_config.json / .jinja path reads a tokenizer's; or a family for a model "
+        f"whose template cannot be read (an API): {', '.join(FAMILIES)}.",
     )
     system_prompt: SystemPrompts | None = Field(
         default=None,
@@ -114,8 +115,11 @@ class Magpie(Task):
 
     @model_validator(mode="after")
     def _consistent(self) -> Magpie:
-        if self.template != "auto" and self.template not in FAMILIES:
-            raise ValueError(f"template {self.template!r} is not known; use auto or one of {', '.join(FAMILIES)}.")
+        if self.template != "auto" and self.template not in FAMILIES and not _names_a_tokenizer(self.template):
+            raise ValueError(
+                f"template {self.template!r} is not known; use auto, a family ({', '.join(FAMILIES)}), "
+                "hf:owner/name, or the path of a tokenizer_config.json or .jinja chat template."
+            )
         if self.only_instruction and self.n_turns > 1:
             raise ValueError("only_instruction writes one instruction: it needs n_turns 1.")
         if isinstance(self.system_prompt, dict):
@@ -154,8 +158,10 @@ class Magpie(Task):
     def markup(self) -> ChatMarkup:
         """The markup of the chat template, read from the model once (``auto``) or named."""
         if self._markup is None:
-            if self.template != "auto":
+            if self.template in FAMILIES:
                 self._markup = named(self.template)
+            elif self.template != "auto":
+                self._markup = from_tokenizer(self.template)
             else:
                 llm = self.resolve_llm()
                 probe = llm.render_chat([{"role": "user", "content": "x"}])
@@ -240,6 +246,10 @@ class Magpie(Task):
                 raise ValueError("the instruction was not answered")
             columns["response"] = conversation[1]["content"]
         return columns
+
+
+def _names_a_tokenizer(template: str) -> bool:
+    return template.startswith("hf:") or template.endswith((".json", ".jinja", ".j2"))
 
 
 def _rendered_by(llm: Any) -> Any:
