@@ -144,6 +144,25 @@ def test_sft_messages_from_text_generation_rows_replace_the_row() -> None:
     assert run(FormatSFT(), rows) == [{"messages": [*user("What is 2+2?"), *assistant("4")]}]
 
 
+def test_sft_whole_conversations_from_a_messages_column() -> None:
+    talk = [*user("Hi"), *assistant("Hello."), *user("How are you?"), *assistant("Well, thanks.")]
+    rows = [
+        {"messages": talk, "model_name": "m"},
+        {"messages": None, "model_name": "m"},  # a conversation that failed
+        {"messages": talk[:3], "model_name": "m"},  # ends with the user: nothing to learn
+    ]
+    step = FormatSFT(messages_column="messages", keep_columns=["model_name"])
+    assert run(step, rows) == [{"messages": talk, "model_name": "m"}]
+    assert step.dropped() == {"messages is None": 1, "the conversation does not end with an answer": 1}
+    assert "instruction" not in step.inputs
+    split = FormatSFT(messages_column="messages", style="prompt-completion")
+    assert run(split, rows[:1]) == [{"prompt": talk[:3], "completion": talk[3:]}]
+    with pytest.raises(ValidationError, match="messages_column reads conversations"):
+        FormatSFT(messages_column="messages", style="prompt-completion", conversational=False)
+    with pytest.raises(ValueError, match="must hold a list of chat messages"):
+        run(FormatSFT(messages_column="messages"), [{"messages": "not a chat"}])
+
+
 def test_sft_system_prompt_column_and_kept_columns() -> None:
     rows = generated([{"instruction": "Hi", "system_prompt": "Be brief."}], ["Hello."])
     [out] = run(FormatSFT(keep_columns=["model_name"]), rows)

@@ -108,3 +108,16 @@ def test_a_row_with_nothing_to_start_from_records_why_and_the_others_go_on() -> 
 )
 def test_user_text(reply: str | None, text: str | None) -> None:
     assert user_text(reply) == text
+
+
+def test_conversations_go_through_format_sft_as_they_are(tmp_path: Path) -> None:
+    from taskloom import get_step
+
+    talk = get_task("conversation", llm=ScriptedAsyncLLM(reply=replies), n_turns=2)
+    sft = get_step("format-sft", messages_column="messages")
+    result = Pipeline(talk >> sft, source=[{"topic": "rain"}, {"topic": " "}], name="sft").run(
+        output=tmp_path, progress=None
+    )
+    [row] = result.rows()
+    assert set(row) == {"messages"} and [m["role"] for m in row["messages"]] == ["user", "assistant"] * 2
+    assert result.stats.steps["format-sft"].dropped == {"messages is None": 1}

@@ -178,6 +178,12 @@ class FormatSFT(_TrainingFormat):
         default="generation",
         description="The column with the answer; a list (grouped generations) gives one row per item.",
     )
+    messages_column: str | None = Field(
+        default=None,
+        description="A column that already holds whole conversations (conversation's messages, magpie's "
+        "conversation), read instead of instruction and generation: written as they are, or split before "
+        "the last answer for prompt-completion.",
+    )
 
     @model_validator(mode="after")
     def _messages_are_conversational(self) -> FormatSFT:
@@ -186,7 +192,15 @@ class FormatSFT(_TrainingFormat):
                 "style 'messages' is conversational by definition; for plain strings use "
                 "style: prompt-completion with conversational: false."
             )
+        if self.messages_column is not None and not self.conversational:
+            raise ValueError("messages_column reads conversations, which are conversational: drop conversational.")
         return self
+
+    @property
+    def inputs(self) -> StepColumns:
+        if self.messages_column is None:
+            return super().inputs
+        return {self.messages_column: True, **dict.fromkeys(self.keep_columns, True)}
 
     def format_columns(self) -> list[str]:
         return ["messages"] if self.style == "messages" else ["prompt", "completion"]
@@ -195,6 +209,9 @@ class FormatSFT(_TrainingFormat):
         return {self.generation_column: True}
 
     def process(self, inputs: list[Row]) -> Iterator[list[Row]]:
+        if self.messages_column is not None:
+            yield self._conversations(inputs, self.messages_column)
+            return
         column = self.generation_column
         as_messages = self.style == "messages"
         keep = bool(self.keep_columns)
@@ -228,6 +245,32 @@ class FormatSFT(_TrainingFormat):
                     made.update(extras[index])
                 out.append(made)
         yield out
+
+    def _conversations(self, inputs: list[Row], column: str) -> list[Row]:
+        """Whole conversations, each kept when it ends with an answer (what SFT learns from)."""
+        out: list[Row] = []
+        keep = self.keep_columns
+        for row in inputs:
+            messages = row.get(column)
+            if messages is None:
+                self.drop(row, f"{column} is None")
+                continue
+            if not (isinstance(messages, list) and all(isinstance(m, dict) and "role" in m for m in messages)):
+                raise ValueError(
+                    f"Step {self.name!r}: column {column!r} must hold a list of chat messages, got {messages!r:.80}."
+                )
+            if not messages or messages[-1].get("role") != "assistant":
+                self.drop(row, "the conversation does not end with an answer")
+                continue
+            made: Row = (
+                {"messages": list(messages)}
+                if self.style == "messages"
+                else {"prompt": list(messages[:-1]), "completion": [messages[-1]]}
+            )
+            for name in keep:
+                made[name] = row.get(name)
+            out.append(made)
+        return out
 
 
 Pairing = Literal["best-worst", "best-random-lower"]
