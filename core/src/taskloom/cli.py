@@ -267,10 +267,11 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         f"{args.pipeline}: ok. {len(described['steps'])} steps, source {described['source']}, "
         f"columns checked from its first row; no LLM was called."
     )
-    if args.rows > 0 and config.pipeline.source is not None:
+    reads = config.pipeline.reads()
+    if args.rows > 0 and reads is not None:
         import itertools
 
-        shown = list(itertools.islice(config.pipeline.source.rows(), args.rows))
+        shown = list(itertools.islice(reads.rows(), args.rows))
         print(f"first {len(shown)} source row{'' if len(shown) == 1 else 's'}:")
         for index, row in enumerate(shown):
             print(f"  {index}: {_compact_row(row)}")

@@ -169,7 +169,7 @@ class Pipeline:
                 raise PipelineError(f"Runtime parameters of step {step_name!r}: {error}") from error
 
     def _source(self, source: Any) -> Source:
-        chosen = self._chosen_source(source)
+        chosen = self.reads(source)
         if chosen is None:
             raise PipelineError(
                 "This pipeline has no source: pass source=... to Pipeline() or run(), or start it with a step "
@@ -177,8 +177,8 @@ class Pipeline:
             )
         return chosen
 
-    def _chosen_source(self, source: Any) -> Source | None:
-        """The rows to read: those given to ``run``, else the pipeline's, else those its first step
+    def reads(self, source: Any = None) -> Source | None:
+        """The rows a run reads: those given to ``run``, else the pipeline's, else those its first step
         makes from nothing; a pipeline given rows whose first step would make its own is refused
         (one of the two would be ignored)."""
         given = _as_source(source) if source is not None else self.source
@@ -205,7 +205,7 @@ class Pipeline:
 
     def describe(self, *, source: Any = None) -> dict[str, Any]:
         """The DAG with each step's columns and runtime parameters (``taskloom show``)."""
-        chosen = self._chosen_source(source)
+        chosen = self.reads(source)
         columns: list[str] | None = None
         if chosen is not None:
             with contextlib.suppress(Exception):
