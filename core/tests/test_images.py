@@ -206,3 +206,30 @@ def test_the_token_estimate_and_the_budget_count_images(png: Path) -> None:
     price = Price(input=1.0, output=1.0)
     more: Any = budget.estimate(price, with_image, 1, 10, batch=False)
     assert more > budget.estimate(price, text, 1, 10, batch=False)
+
+
+def test_chat_generation_gives_a_local_image_in_its_messages_a_digest(tmp_path: Path) -> None:
+    from taskloom import get_task
+
+    picture = tmp_path / "cat.png"
+    picture.write_bytes(tiny_png())
+    task = get_task("chat-generation", llm=SeeingLLM(replies=["a cat"]))
+
+    def row(url: str) -> Row:
+        parts = [{"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": "What is it?"}]
+        return {"messages": [{"role": "user", "content": parts}]}
+
+    first = task.format_input(row(str(picture)))
+    assert not isinstance(first, str)
+    url = first[0]["content"][0]["image_url"]["url"]  # type: ignore[index]
+    assert url.startswith(picture.resolve().as_uri()) and "#sha256=" in url
+    picture.write_bytes(tiny_png((0, 0, 255)))
+    again = task.format_input(row(url))  # the old reference: its digest is made again from the bytes
+    assert again[0]["content"][0]["image_url"]["url"] != url  # type: ignore[index]
+    web = task.format_input(row("https://example.com/cat.png"))
+    assert web[0]["content"][0]["image_url"]["url"] == "https://example.com/cat.png"  # type: ignore[index]
+    plain = {"messages": [{"role": "user", "content": "Hi"}]}
+    assert task.format_input(plain) is plain["messages"]  # text-only chats are not copied
+    task.load()
+    [failed] = next(task.process([row(str(tmp_path / "gone.png"))]))
+    assert "gone.png" in failed["distilabel_metadata"]["error_chat-generation"]

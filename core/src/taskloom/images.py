@@ -205,6 +205,29 @@ def image_part(value: object) -> ImagePart:
     )
 
 
+def referenced(chat: ChatType) -> ChatType:
+    """``chat`` with each image part that names a local file given its content digest (``file://...#sha256=``),
+    as a column's image gets, so the cache key of a chat that came whole from a row (``chat-generation``'s
+    ``messages``) also changes with the picture; other chats are returned as they are."""
+    if isinstance(chat, str) or all(isinstance(m["content"], str) for m in chat):
+        return chat
+    made: list[ChatMessage] = []
+    for message in chat:
+        content = message["content"]
+        if not isinstance(content, str):
+            parts: list[ContentPart] = []
+            for part in content:
+                holder: Any = part.get("image_url") if part.get("type") == "image_url" else None
+                url = holder.get("url") if isinstance(holder, dict) else None
+                parts.append(image_part(url) if isinstance(url, str) and not url.startswith(_KEPT) else part)
+            content = parts
+        made.append({**message, "content": content})
+    return made
+
+
+_KEPT = ("http://", "https://", "data:")
+
+
 def _absent(value: object) -> bool:
     """No image: None, an empty string (a blank CSV cell) or NaN (a missing value in pandas)."""
     return value is None or value == "" or (isinstance(value, float) and value != value)

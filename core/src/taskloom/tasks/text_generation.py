@@ -6,7 +6,7 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import BeforeValidator, Field, model_validator
 
-from taskloom.images import image_parts
+from taskloom.images import image_parts, referenced
 from taskloom.llms.options import OutputSchema
 from taskloom.steps import StepColumns
 from taskloom.tasks.base import Task
@@ -131,7 +131,7 @@ class ChatGeneration(Task):
         return ["generation", "model_name"]
 
     def format_input(self, input: Row) -> ChatType:
-        return check_chat(input["messages"], f"task {self.name!r}, column 'messages'")
+        return referenced(check_chat(input["messages"], f"task {self.name!r}, column 'messages'"))
 
     def format_output(self, output: str | None, input: Row | None = None) -> dict[str, Any]:
         return {"generation": output}
