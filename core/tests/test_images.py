@@ -20,7 +20,7 @@ from taskloom.llms.limits import estimate_tokens
 from taskloom.pipeline.budget import Budget
 from taskloom.pipeline.cache import generation_key
 from taskloom.pricing import Price
-from taskloom.testing import ScriptedLLM
+from taskloom.testing import ScriptedLLM, processed
 from taskloom.testing.images import tiny_gif, tiny_jpeg, tiny_png, tiny_webp
 from taskloom.typing import Chat, Row
 
@@ -30,14 +30,6 @@ class SeeingLLM(ScriptedLLM):
 
     def reads_images(self) -> bool:
         return True
-
-
-def run(task: TextGeneration, rows: list[Row]) -> list[Row]:
-    task.load()
-    try:
-        return next(task.process(rows))
-    finally:
-        task.unload()
 
 
 @pytest.fixture
@@ -127,7 +119,7 @@ def test_a_file_changed_after_formatting_is_not_sent_under_the_old_digest(tmp_pa
 
 def test_text_generation_puts_images_before_the_text(png: Path) -> None:
     task = TextGeneration(llm=SeeingLLM(replies=["red"]), system_prompt="Be brief.")
-    [row] = run(task, [{"instruction": "What colour?", "image": [png, "https://example.com/b.png"]}])
+    [row] = processed(task, [{"instruction": "What colour?", "image": [png, "https://example.com/b.png"]}])
     assert row["generation"] == "red"
     chat = row["distilabel_metadata"]["raw_input_text-generation"]
     assert chat == [
@@ -146,7 +138,7 @@ def test_text_generation_puts_images_before_the_text(png: Path) -> None:
 
 def test_rows_without_an_image_are_exactly_as_before(png: Path) -> None:
     task = TextGeneration(llm=SeeingLLM(replies=["a"]))
-    rows = run(task, [{"instruction": "x"}, {"instruction": "y", "image": None}])
+    rows = processed(task, [{"instruction": "x"}, {"instruction": "y", "image": None}])
     assert [r["distilabel_metadata"]["raw_input_text-generation"] for r in rows] == [
         [{"role": "user", "content": "x"}],
         [{"role": "user", "content": "y"}],
@@ -157,7 +149,7 @@ def test_rows_without_an_image_are_exactly_as_before(png: Path) -> None:
 def test_a_missing_image_fails_its_row_only(png: Path, tmp_path: Path) -> None:
     llm = SeeingLLM(replies=["seen"])
     task = TextGeneration(llm=llm)
-    rows = run(
+    rows = processed(
         task,
         [
             {"instruction": "a", "image": png},
@@ -173,7 +165,7 @@ def test_a_missing_image_fails_its_row_only(png: Path, tmp_path: Path) -> None:
 
 def test_an_llm_that_reads_no_images_fails_those_rows_naming_the_model(png: Path) -> None:
     llm = ScriptedLLM(model="text-only-model", replies=["ok"])
-    rows = run(TextGeneration(llm=llm), [{"instruction": "a", "image": png}, {"instruction": "b"}])
+    rows = processed(TextGeneration(llm=llm), [{"instruction": "a", "image": png}, {"instruction": "b"}])
     assert [r["generation"] for r in rows] == [None, "ok"]
     error = rows[0]["distilabel_metadata"]["error_text-generation"]
     assert error.startswith("BadRequestError: ScriptedLLM (text-only-model) reads no images")

@@ -18,8 +18,8 @@ from taskloom_anthropic import AnthropicLLM
 
 from taskloom import TextGeneration
 from taskloom.retry import RetryPolicy
+from taskloom.testing import processed
 from taskloom.testing.images import tiny_gif, tiny_png
-from taskloom.typing import Row
 
 URL = "https://example.com/cat.jpg"
 
@@ -39,14 +39,6 @@ def make_llm(server: ScriptedServer) -> AnthropicLLM:
     )
 
 
-def run(task: TextGeneration, rows: list[Row]) -> list[Row]:
-    task.load()
-    try:
-        return next(task.process(rows))
-    finally:
-        task.unload()
-
-
 def b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode()
 
@@ -55,7 +47,7 @@ def test_images_go_as_image_blocks_with_base64_or_url_sources(scripted: Scripted
     photo = tmp_path / "photo.webp"
     photo.write_bytes(tiny_png())  # the bytes, not the name, give the media type
     scripted.answer(message("a red dot"))
-    rows = run(
+    rows = processed(
         TextGeneration(llm=make_llm(scripted), system_prompt="Be brief."),
         [
             {"instruction": "Compare them.", "image": [photo, URL]},
@@ -85,7 +77,7 @@ def test_images_go_as_image_blocks_with_base64_or_url_sources(scripted: Scripted
 
 def test_a_missing_file_fails_its_row_naming_the_path(scripted: ScriptedServer, tmp_path: Path) -> None:
     scripted.answer(message("ok"))
-    rows = run(
+    rows = processed(
         TextGeneration(llm=make_llm(scripted)),
         [{"instruction": "a", "image": tmp_path / "nope.jpeg"}, {"instruction": "b", "image": URL}],
     )
@@ -96,7 +88,7 @@ def test_a_missing_file_fails_its_row_naming_the_path(scripted: ScriptedServer, 
 
 def test_a_text_only_conversation_is_sent_as_before(scripted: ScriptedServer) -> None:
     scripted.answer(message("hi"))
-    run(TextGeneration(llm=make_llm(scripted)), [{"instruction": "Hello"}])
+    processed(TextGeneration(llm=make_llm(scripted)), [{"instruction": "Hello"}])
     assert scripted.requests[0].body["messages"] == [{"role": "user", "content": "Hello"}]
 
 
@@ -109,5 +101,7 @@ def test_a_real_vision_model_sees_the_colour(tmp_path: Path) -> None:  # pragma:
     photo = tmp_path / "red.png"
     photo.write_bytes(tiny_png((255, 0, 0)))
     llm = AnthropicLLM(model="claude-haiku-4-5", generation_kwargs={"temperature": 0})
-    [row] = run(TextGeneration(llm=llm), [{"instruction": "What colour is this image? One word.", "image": photo}])
+    [row] = processed(
+        TextGeneration(llm=llm), [{"instruction": "What colour is this image? One word.", "image": photo}]
+    )
     assert "red" in (row["generation"] or "").lower()

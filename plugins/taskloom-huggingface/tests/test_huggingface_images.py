@@ -19,8 +19,8 @@ from taskloom_huggingface import HuggingFaceLLM
 
 from taskloom import TextGeneration
 from taskloom.retry import RetryPolicy
+from taskloom.testing import processed
 from taskloom.testing.images import tiny_jpeg, tiny_png
-from taskloom.typing import Row
 
 URL = "https://huggingface.co/datasets/huggingface/documentation-images/resolve/main/transformers/rabbit.png"
 
@@ -34,14 +34,6 @@ def make_llm(server: ScriptedServer) -> HuggingFaceLLM:
     )
 
 
-def run(task: TextGeneration, rows: list[Row]) -> list[Row]:
-    task.load()
-    try:
-        return next(task.process(rows))
-    finally:
-        task.unload()
-
-
 def user_content(body: Any) -> Any:
     return body["messages"][-1]["content"]
 
@@ -50,7 +42,7 @@ def test_images_go_as_image_url_parts(scripted: ScriptedServer, tmp_path: Path) 
     photo = tmp_path / "photo.png"
     photo.write_bytes(tiny_jpeg())
     scripted.answer(Reply(body=completion("a rabbit")))
-    rows = run(
+    rows = processed(
         TextGeneration(llm=make_llm(scripted)),
         [{"instruction": "Local?", "image": photo}, {"instruction": "Remote?", "image": URL}],
     )
@@ -72,7 +64,7 @@ def test_a_missing_file_fails_its_row_naming_the_path(scripted: ScriptedServer, 
     photo = tmp_path / "here.png"
     photo.write_bytes(tiny_png())
     scripted.answer(Reply(body=completion("ok")))
-    rows = run(
+    rows = processed(
         TextGeneration(llm=make_llm(scripted)),
         [{"instruction": "a", "image": tmp_path / "lost.png"}, {"instruction": "b", "image": photo}],
     )
@@ -90,5 +82,7 @@ def test_a_real_vision_model_sees_the_colour(tmp_path: Path) -> None:  # pragma:
     photo = tmp_path / "red.png"
     photo.write_bytes(tiny_png((255, 0, 0)))
     llm = HuggingFaceLLM(model="HuggingFaceTB/SmolVLM-256M-Instruct", generation_kwargs={"temperature": 0})
-    [row] = run(TextGeneration(llm=llm), [{"instruction": "What colour is this image? One word.", "image": photo}])
+    [row] = processed(
+        TextGeneration(llm=llm), [{"instruction": "What colour is this image? One word.", "image": photo}]
+    )
     assert "red" in (row["generation"] or "").lower()

@@ -19,8 +19,8 @@ from taskloom_openai import OpenAILLM
 
 from taskloom import Pipeline, TextGeneration
 from taskloom.retry import RetryPolicy
+from taskloom.testing import processed
 from taskloom.testing.images import tiny_jpeg, tiny_png
-from taskloom.typing import Row
 
 URL = "https://example.com/cat.jpg"
 
@@ -32,14 +32,6 @@ def make_llm(server: ScriptedServer) -> OpenAILLM:
         api_key="sk-test",
         retry=RetryPolicy(max_attempts=2, initial_delay=0.01, max_delay=0.02),
     )
-
-
-def run(task: TextGeneration, rows: list[Row]) -> list[Row]:
-    task.load()
-    try:
-        return next(task.process(rows))
-    finally:
-        task.unload()
 
 
 def data_uri(raw: bytes, media_type: str) -> str:
@@ -55,7 +47,7 @@ def test_a_local_file_goes_as_a_data_uri_and_a_url_passes_through(scripted: Scri
     photo = tmp_path / "photo.jpg"
     photo.write_bytes(tiny_png())  # a PNG under a .jpg name: the bytes decide the media type
     scripted.answer(completion(["a red dot"]))
-    rows = run(
+    rows = processed(
         TextGeneration(llm=make_llm(scripted)),
         [
             {"instruction": "Describe the file.", "image": photo},
@@ -89,7 +81,7 @@ def test_a_missing_file_fails_its_row_naming_the_path(scripted: ScriptedServer, 
     photo = tmp_path / "here.png"
     photo.write_bytes(tiny_png())
     scripted.answer(completion(["ok"]))
-    rows = run(
+    rows = processed(
         TextGeneration(llm=make_llm(scripted)),
         [
             {"instruction": "a", "image": photo},
@@ -137,5 +129,7 @@ def test_a_real_vision_model_sees_the_colour(tmp_path: Path) -> None:  # pragma:
     llm = OpenAILLM(
         model="smolvlm", base_url="http://127.0.0.1:8080/v1", api_key="none", generation_kwargs={"temperature": 0}
     )
-    [row] = run(TextGeneration(llm=llm), [{"instruction": "What colour is this image? One word.", "image": photo}])
+    [row] = processed(
+        TextGeneration(llm=llm), [{"instruction": "What colour is this image? One word.", "image": photo}]
+    )
     assert "red" in (row["generation"] or "").lower()

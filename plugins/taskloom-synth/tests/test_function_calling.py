@@ -22,7 +22,7 @@ from taskloom_synth.tool_runner import NETWORK_REFUSED, run_tool_calls
 
 from taskloom import Pipeline, get_task
 from taskloom.llms.options import GenerationOptions, OutputSchema
-from taskloom.testing import ScriptedAsyncLLM, ScriptedLLM
+from taskloom.testing import ScriptedAsyncLLM, ScriptedLLM, processed
 from taskloom.typing import ChatType
 
 PLUGINS = Path(__file__).resolve().parents[2]
@@ -105,21 +105,13 @@ class NativeScripted(ScriptedLLM):
     registry_name: ClassVar[str | None] = None
 
 
-def run_task(task: FunctionCalling, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    task.load()
-    try:
-        return next(task.process([dict(r) for r in rows]))
-    finally:
-        task.unload()
-
-
 # -- the three ways of asking -----------------------------------------------------------------------
 
 
 def test_prompted_llm_gets_the_specs_in_the_prompt_and_its_answer_is_read_leniently() -> None:
     fenced = "Sure! Here you go:\n```json\n" + json.dumps(CALLS["tool_calls"]) + "\n```"
     llm = ScriptedLLM(reply=scripted(calls=fenced))
-    [row] = run_task(FunctionCalling(llm=llm), [{"tools": TOOLS, "topic": "travel"}])
+    [row] = processed(FunctionCalling(llm=llm), [{"tools": TOOLS, "topic": "travel"}])
 
     assert row["query"] == REQUEST
     assert json.loads(row["answers"]) == CALLS["tool_calls"]
@@ -153,7 +145,7 @@ def test_prompted_llm_gets_the_specs_in_the_prompt_and_its_answer_is_read_lenien
 
 def test_structured_llm_gets_a_schema_whose_tool_names_are_an_enum() -> None:
     llm = StructuredScripted(reply=scripted())
-    [row] = run_task(FunctionCalling(llm=llm, tools=TOOLS), [{}])  # tools given once, on the task
+    [row] = processed(FunctionCalling(llm=llm, tools=TOOLS), [{}])  # tools given once, on the task
     assert row["valid"] is True
     _, calls, judge = llm.calls
     schema = calls["kwargs"]["structured_output"]
@@ -165,7 +157,7 @@ def test_structured_llm_gets_a_schema_whose_tool_names_are_an_enum() -> None:
     assert judge["kwargs"]["structured_output"]["properties"]["verdict"]["enum"] == ["yes", "no"]
 
     names_only = StructuredScripted(reply=scripted())
-    run_task(FunctionCalling(llm=names_only, tools=TOOLS, grammar_arguments=False), [{}])
+    processed(FunctionCalling(llm=names_only, tools=TOOLS, grammar_arguments=False), [{}])
     item = names_only.calls[1]["kwargs"]["structured_output"]["properties"]["tool_calls"]["items"]
     assert item["properties"]["name"]["enum"] == ["get_weather", "add"]
     assert item["properties"]["arguments"] == {"type": "object"}
@@ -174,7 +166,7 @@ def test_structured_llm_gets_a_schema_whose_tool_names_are_an_enum() -> None:
 def test_native_llm_gets_the_tools_as_an_option_and_the_request_as_a_plain_user_message() -> None:
     native = json.dumps({"tool_calls": [{"id": "call_abc", "name": "add", "arguments": {"a": 2, "b": 3}}]})
     llm = NativeScripted(reply=scripted(calls=native))
-    [row] = run_task(FunctionCalling(llm=llm, arguments_format="object"), [{"tools": json.dumps(TOOLS)}])
+    [row] = processed(FunctionCalling(llm=llm, arguments_format="object"), [{"tools": json.dumps(TOOLS)}])
     _, calls, _ = llm.calls
     assert calls["kwargs"]["tools"] == TOOLS and calls["kwargs"]["tool_choice"] == "required"
     assert calls["input"] == [{"role": "user", "content": REQUEST}]  # no tool list in the prompt
@@ -187,7 +179,7 @@ def test_native_llm_gets_the_tools_as_an_option_and_the_request_as_a_plain_user_
 def test_an_instruction_in_the_row_is_answered_as_it_is_and_generations_are_separate() -> None:
     llm = ScriptedLLM(reply=scripted())
     task = FunctionCalling(llm=llm, num_generations=2, semantic_check=False)
-    rows = run_task(task, [{"tools": TOOLS, "instruction": "Weather in Paris, celsius please."}])
+    rows = processed(task, [{"tools": TOOLS, "instruction": "Weather in Paris, celsius please."}])
     assert len(rows) == 2 and len(llm.calls) == 1 and llm.calls[0]["num_generations"] == 2
     assert all(r["query"] == "Weather in Paris, celsius please." and r["valid"] for r in rows)
     assert all(r["semantic_check"] is None for r in rows)
@@ -207,7 +199,7 @@ def test_a_bad_tool_spec_on_the_task_fails_at_construction_naming_the_tool() -> 
 def test_a_bad_tool_spec_in_a_row_fails_that_row_only_without_asking_the_llm() -> None:
     bad_type = {"type": "function", "function": {"name": "broken", "parameters": {"type": "strin"}}}
     llm = ScriptedLLM(reply=scripted())
-    rows = run_task(FunctionCalling(llm=llm), [{"tools": [bad_type]}, {"tools": TOOLS}, {"tools": "not json"}])
+    rows = processed(FunctionCalling(llm=llm), [{"tools": [bad_type]}, {"tools": TOOLS}, {"tools": "not json"}])
     first, second, third = rows
     assert first["query"] is None and "tool 0 ('broken')" in first["distilabel_metadata"]["error_function-calling"]
     assert "not valid JSON" in third["distilabel_metadata"]["error_function-calling"]
@@ -223,7 +215,7 @@ def test_invalid_arguments_and_unknown_tools_are_kept_and_marked() -> None:
             {"name": "launch_rocket", "arguments": {}},
         ]
     }
-    [row] = run_task(FunctionCalling(llm=ScriptedLLM(reply=scripted(calls=calls))), [{"tools": TOOLS}])
+    [row] = processed(FunctionCalling(llm=ScriptedLLM(reply=scripted(calls=calls))), [{"tools": TOOLS}])
     assert row["valid"] is False
     assert [c["name"] for c in json.loads(row["answers"])] == ["add", "get_weather", "launch_rocket"]
     text = "\n".join(row["errors"])
@@ -236,7 +228,7 @@ def test_invalid_arguments_and_unknown_tools_are_kept_and_marked() -> None:
 
 def test_a_reply_without_tool_calls_is_marked_not_dropped() -> None:
     llm = ScriptedLLM(reply=scripted(calls="I cannot help with that."))
-    [row] = run_task(FunctionCalling(llm=llm), [{"tools": TOOLS}])
+    [row] = processed(FunctionCalling(llm=llm), [{"tools": TOOLS}])
     assert row["valid"] is False and row["errors"] == ["the reply makes no tool call"]
     assert row["answers"] is None and row["semantic_check"] is None  # nothing to judge, no judge asked
     assert row["messages"][-1] == {"role": "assistant", "content": "I cannot help with that."}
@@ -245,7 +237,7 @@ def test_a_reply_without_tool_calls_is_marked_not_dropped() -> None:
 
 def test_a_reply_cut_off_by_the_token_limit_keeps_its_calls_but_is_not_valid() -> None:
     cut = '{"tool_calls": [{"name": "add", "arguments": {"a": 1, "b": 2}}, {"name": "get_weather", "argu'
-    [row] = run_task(FunctionCalling(llm=StructuredScripted(reply=scripted(calls=cut))), [{"tools": TOOLS}])
+    [row] = processed(FunctionCalling(llm=StructuredScripted(reply=scripted(calls=cut))), [{"tools": TOOLS}])
     assert json.loads(row["answers"]) == [{"name": "add", "arguments": {"a": 1, "b": 2}}]
     assert row["valid"] is False and "not complete JSON" in row["errors"][0]
 
@@ -301,7 +293,7 @@ def test_calls_run_against_the_users_functions_and_results_go_in_the_messages(fu
         ]
     }
     task = FunctionCalling(llm=ScriptedLLM(reply=scripted(calls=calls)), functions=functions)
-    [row] = run_task(task, [{"tools": TOOLS}])
+    [row] = processed(task, [{"tools": TOOLS}])
     first, second, third = row["execution"]
     assert json.loads(first["result"]) == {"city": "Paris", "temperature": 21, "unit": "celsius"}
     assert second == {"name": "add", "result": "5", "error": None}
@@ -335,7 +327,7 @@ def test_a_hanging_function_gives_its_row_a_timeout_and_the_run_goes_on(function
 
     task = FunctionCalling(llm=ScriptedLLM(reply=reply), functions=functions, execution_timeout=1.0)
     task.semantic_check = False
-    hung, fine = run_task(task, [{"tools": TOOLS, "topic": "hang"}, {"tools": TOOLS, "topic": "oslo"}])
+    hung, fine = processed(task, [{"tools": TOOLS, "topic": "hang"}, {"tools": TOOLS, "topic": "oslo"}])
     assert hung["execution"][0]["error"].startswith("TimeoutError")
     assert hung["messages"][-1]["content"].startswith("Error: TimeoutError")
     assert fine["execution"][0]["error"] is None and "Oslo" in fine["execution"][0]["result"]
@@ -388,7 +380,7 @@ def test_rows_read_as_trl_tool_calling_data(functions: str, arguments_format: st
     import jinja2
 
     task = FunctionCalling(llm=ScriptedLLM(reply=scripted()), functions=functions, arguments_format=arguments_format)
-    [row] = run_task(task, [{"tools": TOOLS}])
+    [row] = processed(task, [{"tools": TOOLS}])
     messages, tools = row["messages"], row["tools"]
     # TRL: a `messages` column of role/content turns, assistant `tool_calls` of type function, `tool`
     # replies, and a `tools` column of JSON-schema function specs.
@@ -407,7 +399,7 @@ def test_rows_read_as_trl_tool_calling_data(functions: str, arguments_format: st
     datasets = pytest.importorskip("datasets")
     json_task = FunctionCalling(llm=ScriptedLLM(reply=scripted()), tools_format="json")
     dataset = datasets.Dataset.from_list(
-        [{"messages": r["messages"], "tools": r["tools"]} for r in run_task(json_task, [{"tools": TOOLS}] * 2)]
+        [{"messages": r["messages"], "tools": r["tools"]} for r in processed(json_task, [{"tools": TOOLS}] * 2)]
     )
     assert dataset.column_names == ["messages", "tools"] and json.loads(dataset[0]["tools"]) == TOOLS
 
@@ -541,7 +533,7 @@ def test_the_task_end_to_end_on_openai_native_tool_calls() -> None:
     with ScriptedServer([answer]) as server:
         task = get_task("function-calling", llm=OpenAILLM(model="gpt-test", base_url=f"{server.url}/v1", api_key="k"))
         assert isinstance(task, FunctionCalling)
-        [row] = run_task(task, [{"tools": TOOLS}])
+        [row] = processed(task, [{"tools": TOOLS}])
         bodies = [r.body for r in server.requests]
     assert [("tools" in b, "response_format" in b) for b in bodies] == [(False, False), (True, False), (False, True)]
     assert bodies[1]["messages"] == [{"role": "user", "content": "Please add 1 and 2."}]
@@ -562,7 +554,7 @@ def test_a_short_real_run_on_the_local_model(functions: str) -> None:
 
     llm = get_llm("llamacpp", generation_kwargs={"temperature": 0.2, "seed": 3, "max_new_tokens": 64})
     task = FunctionCalling(llm=llm, functions=functions, execution_timeout=5.0)
-    rows = run_task(task, [{"tools": TOOLS, "topic": "the weather"}])
+    rows = processed(task, [{"tools": TOOLS, "topic": "the weather"}])
     assert len(rows) == 1
     for row in rows:
         meta = row["distilabel_metadata"]

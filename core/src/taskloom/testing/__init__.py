@@ -5,5 +5,6 @@ when taskloom is installed. Conformance suites live in :mod:`taskloom.testing.co
 """
 
 from taskloom.testing.scripted import ScriptedAsyncLLM, ScriptedLLM
+from taskloom.testing.steps import processed
 
-__all__ = ["ScriptedAsyncLLM", "ScriptedLLM"]
+__all__ = ["ScriptedAsyncLLM", "ScriptedLLM", "processed"]
