@@ -20,6 +20,7 @@ import openai_throughput
 import pipeline_throughput
 import rate_limits
 import ray_executor
+import report as run_report
 import sampler
 import task_overhead
 import whole_run
@@ -62,6 +63,9 @@ def main() -> int:
     print()
     on_ray = ray_executor.measure()
     ray_executor.report(on_ray)
+    print()
+    page = run_report.measure()
+    run_report.report(page)
 
     def status(ok: bool) -> str:
         return "ok" if ok else "MISSED"
@@ -272,6 +276,15 @@ def main() -> int:
             + " / ".join(f"{figures['max_in_flight']:.0f}" for figures in curve.values()),
             "-",
             "info",
+        )
+    )
+    rows.append(
+        (
+            f"taskloom report, {page['rows']:,} rows",
+            f"{page['seconds']:.2f} s, peak {page['peak_mb']:.0f} MB, page {page['html_mb']:.1f} MB "
+            f"({page['ratio']:.1f}x parsing the JSONL)",
+            f"<= {run_report.TARGET_S:.0f} s, < {run_report.TARGET_MB:.0f} MB, < {run_report.TARGET_HTML_MB:.0f} MB",
+            status(page["met"]),
         )
     )
     widths = [max(len(row[i]) for row in [("benchmark", "measured", "target", ""), *rows]) for i in range(4)]

@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from taskloom._version import __version__
@@ -392,7 +393,23 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if name != "jsonl" and made is not None:
             print(f"{name}: {made}")
     print(f"\noutput folder: {result.output_dir} (run the same command again to resume; --no-cache to redo)")
+    if args.report:
+        print(f"report: {_write_report(result.output_dir)}")
     return 0
+
+
+def _write_report(run_dir: Path) -> Path:
+    """The run's report page written into its folder, by the ``taskloom-report`` plugin (never imported before)."""
+    from taskloom.errors import KNOWN_PACKAGES, TaskloomError
+
+    try:
+        from taskloom_report import write_report
+    except ImportError as error:
+        package = KNOWN_PACKAGES["report"]
+        raise TaskloomError(
+            f"--report needs the {package} package: pip install {package} (the run itself is done and kept)."
+        ) from error
+    return write_report(run_dir)
 
 
 def _executor(args: argparse.Namespace) -> Any:
@@ -504,6 +521,9 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     )
     run.add_argument("--sample", type=int, default=20, help="source rows the estimate formats (default 20)")
     run.add_argument("--json", action="store_true", help="with --estimate: print JSON for scripts")
+    run.add_argument(
+        "--report", action="store_true", help="write report.html into the run folder at the end (taskloom-report)"
+    )
     run.add_argument(
         "--executor", metavar="NAME", help="where the rows run: local (default) or an installed executor such as ray"
     )

@@ -22,6 +22,7 @@ KNOWN_PACKAGES: dict[str, str] = {
     "huggingface": "taskloom-huggingface",
     "hub": "taskloom-huggingface",
     "push": "taskloom-huggingface",
+    "report": "taskloom-report",
     "deduplicate": "taskloom-curate",
     "filter": "taskloom-curate",
     "format-sft": "taskloom-curate",

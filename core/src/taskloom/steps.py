@@ -46,7 +46,9 @@ def _applying_mappings(raw: ProcessMethod) -> ProcessMethod:
         if _in_recipe():
             yield from raw(self, inputs)
         else:
-            yield run_work(self.work(inputs))
+            from taskloom.html_table import Rows
+
+            yield Rows(run_work(self.work(inputs)))
 
     process.__taskloom_raw__ = raw  # type: ignore[attr-defined]
     return process

@@ -97,6 +97,32 @@ class RunResult:
                     if line.strip():
                         yield json.loads(line)
 
+    def report(self, *, sample: int = 500) -> Any:
+        """The run's report page (a ``taskloom_report.Report``): shown inline in a notebook, ``.save(path)``.
+
+        It lives in the ``taskloom-report`` plugin, so that core never imports a plotting library.
+        """
+        try:
+            from taskloom_report import build_report
+        except ImportError as error:
+            from taskloom.errors import KNOWN_PACKAGES, TaskloomError
+
+            package = KNOWN_PACKAGES["report"]
+            raise TaskloomError(f"The run report comes with the {package} package: pip install {package}") from error
+        return build_report(self.output_dir, sample=sample)
+
+    def _repr_html_(self) -> str:
+        """The first rows of the (first) leaf as a table, for Jupyter; plain HTML, no plotting library."""
+        import html
+
+        from taskloom.html_table import rows_html
+
+        head = html.escape(f"run into {self.output_dir}: {self.stats.done} rows written")
+        if not self.files:
+            return f"<p>{head}</p>"
+        leaf = self.leaves[0] if self.leaves and self.leaves[0] in self.files else next(iter(self.files))
+        return f"<p>{head}</p>" + rows_html(self.rows(leaf), total=self.stats.done, caption=leaf)
+
 
 def _jsonl_files(path: Path) -> list[Path]:
     """A leaf's JSONL output as files in row order: the file itself, or a folder's parts by name."""

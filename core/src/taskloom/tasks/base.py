@@ -309,7 +309,9 @@ class Task(Step):
 
     def process(self, inputs: list[Row]) -> Iterator[list[Row]]:
         """The whole batch through :meth:`work`, the LLM asked synchronously (one ``generate`` per round)."""
-        yield run_work(self.work(inputs), self._generate_calls)
+        from taskloom.html_table import Rows
+
+        yield Rows(run_work(self.work(inputs), self._generate_calls))
 
     def _generate_calls(self, calls: list[Call]) -> list[GenerateOutput]:
         """Calls through the LLM's batch ``generate``: one batch per distinct answer count and options."""

@@ -1,0 +1,180 @@
+"""One pass over a run folder's outputs: what the report shows, without holding every row.
+
+A run may hold millions of rows, so the rows are streamed once, leaf file by leaf file. On the
+way each row adds to small counters (its status, the output lengths of each generating task, the
+failures by message) and may enter a bounded reservoir sample for the row table. The sample is
+seeded, so the same folder always gives the same page.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+METADATA = "distilabel_metadata"
+STATUSES = ("ok", "unreadable", "failed")
+_SKIPPED_NAMES = frozenset({"README.md", "run.json"})
+
+
+@dataclass
+class FailureGroup:
+    """Failures whose messages differ only in numbers and ids: one cause, counted once."""
+
+    message: str
+    count: int = 0
+    steps: Counter[str] = field(default_factory=Counter)
+    example: dict[str, Any] | None = None
+
+
+@dataclass
+class Scan:
+    """What the pass over the rows found."""
+
+    rows: int = 0
+    statuses: Counter[str] = field(default_factory=Counter)
+    output_tokens: dict[str, list[int]] = field(default_factory=dict)
+    """Output tokens of every generation, by task; ints are small, so even 10^6 of them fit."""
+    failures: dict[str, FailureGroup] = field(default_factory=dict)
+    sample: list[tuple[int, str, dict[str, Any]]] = field(default_factory=list)
+    """(row number, leaf, row) of the rows kept for the table, in row order."""
+    leaves: list[str] = field(default_factory=list)
+
+
+def leaf_files(run_dir: Path) -> dict[str, list[Path]]:
+    """The JSONL outputs of a run folder, by leaf: ``<leaf>.jsonl``, or ``<leaf>/part-*.jsonl``."""
+    found: dict[str, list[Path]] = {}
+    for path in sorted(run_dir.iterdir()):
+        if path.is_file() and path.suffix == ".jsonl" and path.name not in _SKIPPED_NAMES:
+            found[path.stem] = [path]
+        elif path.is_dir():
+            parts = sorted(path.glob("part-*.jsonl"))
+            if parts:
+                found[path.name] = parts
+    return found
+
+
+def _stream(paths: list[Path]) -> Iterator[dict[str, Any]]:
+    for path in paths:
+        with path.open(encoding="utf-8") as handle:
+            for line in handle:
+                if line.strip():
+                    value = json.loads(line)
+                    if isinstance(value, dict):
+                        yield value
+
+
+_NUMBERS = re.compile(r"0x[0-9a-fA-F]+|\b[0-9a-fA-F]{8,}\b|\d+(\.\d+)?")
+_QUOTED = re.compile(r"'[^']{16,}'|\"[^\"]{16,}\"")
+
+
+def normalise(message: str) -> str:
+    """An error message with its numbers, hex ids and long quoted values replaced, to group by."""
+    first = message.strip().splitlines()[0] if message.strip() else "(no message)"
+    return _QUOTED.sub("'…'", _NUMBERS.sub("N", first))[:300]
+
+
+def _flat(value: Any) -> list[Any]:
+    return [item for sub in value for item in _flat(sub)] if isinstance(value, list) else [value]
+
+
+def tasks_of(meta: dict[str, Any]) -> set[str]:
+    """The names of the tasks that left something in a row's metadata."""
+    names = set()
+    for key in meta:
+        for prefix in ("raw_output_", "statistics_", "error_"):
+            if key.startswith(prefix):
+                names.add(key[len(prefix) :])
+    return names
+
+
+def row_status(row: dict[str, Any]) -> str:
+    """``failed`` if a task recorded an error, ``unreadable`` if a reply was kept but not parsed, else ``ok``.
+
+    Which columns a task writes is not in the run folder, so "not parsed" is read as: a raw
+    output is there and some column of the row is None (a list of Nones is a task's normal
+    output for optional parts, such as UltraFeedback's rationales).
+    """
+    meta = row.get(METADATA)
+    if not isinstance(meta, dict):
+        return "ok"
+    if any(key.startswith("error_") and any(_flat(value)) for key, value in meta.items()):
+        return "failed"
+    kept = any(
+        key.startswith("raw_output_") and any(v is not None for v in _flat(value)) for key, value in meta.items()
+    )
+    if kept and any(value is None for name, value in row.items() if name != METADATA):
+        return "unreadable"
+    return "ok"
+
+
+def scan(run_dir: Path, sample: int = 500, seed: int = 17) -> Scan:
+    """Stream every leaf output once and gather what the page shows; keep ``sample`` rows at most."""
+    result = Scan()
+    chooser = random.Random(seed)
+    files = leaf_files(run_dir)
+    result.leaves = list(files)
+    reservoir: list[tuple[int, str, dict[str, Any]]] = []
+    for leaf, paths in files.items():
+        for row in _stream(paths):
+            number = result.rows
+            result.rows += 1
+            status = row_status(row)
+            result.statuses[status] += 1
+            meta = row.get(METADATA)
+            if isinstance(meta, dict):
+                _count_tokens(result, meta)
+                if status == "failed":
+                    _count_failures(result, meta, number, leaf, row)
+            if len(reservoir) < sample:
+                reservoir.append((number, leaf, row))
+            else:
+                slot = chooser.randrange(number + 1)
+                if slot < sample:
+                    reservoir[slot] = (number, leaf, row)
+    result.sample = sorted(reservoir, key=lambda item: item[0])
+    return result
+
+
+def _count_tokens(result: Scan, meta: dict[str, Any]) -> None:
+    for key, value in meta.items():
+        if not key.startswith("statistics_"):
+            continue
+        task = key[len("statistics_") :]
+        errors = meta.get(f"error_{task}")
+        stats = value if isinstance(value, list) else [value]
+        failed = errors if isinstance(errors, list) else [errors] * len(stats)
+        into = result.output_tokens.setdefault(task, [])
+        for index, entry in enumerate(stats):
+            if not isinstance(entry, dict) or (index < len(failed) and failed[index]):
+                continue
+            for tokens in _flat(entry.get("output_tokens")):
+                if isinstance(tokens, int):
+                    into.append(tokens)
+
+
+def _count_failures(result: Scan, meta: dict[str, Any], number: int, leaf: str, row: dict[str, Any]) -> None:
+    seen: set[str] = set()
+    for key, value in meta.items():
+        if not key.startswith("error_"):
+            continue
+        task = key[len("error_") :]
+        for message in _flat(value):
+            if not message:
+                continue
+            group_key = normalise(str(message))
+            if group_key in seen:  # a grouped row repeats its error per generation: one row, one count
+                continue
+            seen.add(group_key)
+            group = result.failures.get(group_key)
+            if group is None:
+                group = result.failures[group_key] = FailureGroup(group_key)
+            group.count += 1
+            group.steps[task] += 1
+            if group.example is None:
+                group.example = {"row": number, "leaf": leaf, "step": task, "message": str(message)[:2000], "data": row}

@@ -1,0 +1,152 @@
+"""The run report, built from real runs of a small scripted pipeline (a generator and two judges)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from taskloom_report import Report, build_report
+from taskloom_report.scan import normalise, row_status
+
+from taskloom import Pipeline, get_task
+from taskloom.cli import main
+from taskloom.errors import GenerationError
+from taskloom.html_table import Rows
+from taskloom.pipeline.pipeline import RunResult
+from taskloom.testing.scripted import ScriptedLLM
+
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
+
+
+def _answer(chat: Any, index: int) -> str | GenerationError:
+    text = str(chat)
+    if "Question 3?" in text or "Question 7?" in text:
+        number = 3 if "Question 3?" in text else 7
+        return GenerationError(f"HTTP 500 from the server for request id 1234{number}")
+    return f"answer {index} " * (3 + len(text) % 5) + "see https://example.com/x"
+
+
+def _pipeline(rows: int) -> Pipeline:
+    answer = get_task(
+        "text-generation",
+        name="answer",
+        llm=ScriptedLLM(reply=_answer),
+        num_generations=2,
+        group_generations=True,
+        output_mappings={"generation": "generations"},
+    )
+    rate = get_task(
+        "ultrafeedback", name="rate", llm=ScriptedLLM(replies=["Rating: 4\nRating: 2", "[5, 3]", "no ratings", None])
+    )
+    compare = get_task(
+        "pairwise-judge",
+        name="compare",
+        llm=ScriptedLLM(replies=['{"rationale": "a", "verdict": "A"}', '{"rationale": "b", "verdict": "B"}']),
+        both_orders=True,
+    )
+    source = [{"instruction": f"Question {i}?"} for i in range(rows)]
+    return Pipeline([answer, rate, compare], source=source, name="reported")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> RunResult:
+    return _pipeline(12).run(output=tmp_path_factory.mktemp("run") / "out", progress=None)
+
+
+@pytest.fixture(scope="module")
+def report(run: RunResult) -> Report:
+    return build_report(run.output_dir)
+
+
+def test_the_page_has_every_section(report: Report) -> None:
+    page = report.html
+    for needle in ('id="pipeline"', 'id="judges"', 'id="lengths"', 'id="rows-search"', 'id="rows-status"'):
+        assert needle in page
+    for option in ("all", "ok", "unreadable", "failed"):
+        assert f'<option value="{option}">' in page
+    assert 'id="rows-table"' in page and 'id="row-detail"' in page and 'id="failures"' in page
+    # graph, two judges, one generation step
+    assert page.count('class="plotly-graph-div"') == 4
+    assert "order flips" in page and "longer answer wins" in page and "unreadable" in page
+    assert report.rows == 12 and "All 12 rows." in page
+
+
+def test_no_external_reference_at_all(report: Report) -> None:
+    page = report.html
+    assert not re.search(r"https?://", page)
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:|//)""", page)
+    assert "url(http" not in page
+    assert page.count("<script") == page.count("</script>")
+
+
+def test_rows_have_statuses_and_failures_are_grouped(run: RunResult, report: Report) -> None:
+    statuses = [row_status(row) for row in run.rows()]
+    assert statuses.count("failed") == 2 and "unreadable" in statuses and "ok" in statuses
+    failures = report.html.split('id="failures"')[1]
+    # two failed requests whose ids differ are one cause
+    assert "HTTP N from the server for request id N" in failures
+    assert re.search(r"<tr class=\"failure\"><td>2</td><td>GenerationError: HTTP N", failures)
+    assert "example row" in failures
+
+
+def test_normalise_keeps_the_words() -> None:
+    assert normalise("timeout after 30.5 s (id 9f8e7d6c5b4a)") == "timeout after N s (id N)"
+
+
+def test_a_big_run_is_sampled_and_says_so(tmp_path: Path) -> None:
+    result = _pipeline(60).run(output=tmp_path / "out", progress=None)
+    report = build_report(result.output_dir, sample=10)
+    assert report.rows == 60 and report.sampled == 10
+    assert "A sample of 10 of 60 rows" in report.html
+    assert report.html.count("<tr data-row=") == 10
+    assert build_report(result.output_dir, sample=10).html.count("data-row=") == 10  # same sample each time
+
+
+def test_the_cli_command_writes_the_page(run: RunResult, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    target = tmp_path / "page.html"
+    assert main(["report", str(run.output_dir), "-o", str(target)]) == 0
+    assert target.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+    assert str(target) in capsys.readouterr().out
+
+
+def test_not_a_run_folder(tmp_path: Path) -> None:
+    assert main(["report", str(tmp_path)]) == 2
+
+
+def test_run_with_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pipeline = tmp_path / "p.yaml"
+    shutil.copy(EXAMPLES / "quickstart-instructions.jsonl", tmp_path / "in.jsonl")
+    pipeline.write_text(
+        "name: tiny\nsource: {type: jsonl, path: in.jsonl}\n"
+        "steps:\n  - {name: answer, type: text-generation, llm: {type: scripted, replies: [one two three]}}\n"
+        f"output: {tmp_path / 'out'}\n",
+        encoding="utf-8",
+    )
+    assert main(["run", str(pipeline), "--progress", "none", "--report"]) == 0
+    out = capsys.readouterr().out
+    page = tmp_path / "out" / "report.html"
+    assert f"report: {page}" in out and page.is_file()
+
+
+def test_notebook_displays(run: RunResult, report: Report) -> None:
+    shown = report._repr_html_()
+    assert shown.startswith("<iframe srcdoc=") and "<script" not in shown  # escaped into the attribute
+    assert isinstance(run.report(), Report)
+    table = run._repr_html_()
+    assert "<table" in table and "Question 0?" in table and "plotly" not in table
+    saved = report.save(Path(run.output_dir) / "saved" / "r.html")
+    assert saved.read_text(encoding="utf-8") == report.html
+
+
+def test_task_output_rows_display_and_compare_as_lists() -> None:
+    task = get_task("text-generation", llm=ScriptedLLM(replies=["<b>bold</b> " + "x" * 500]))
+    task.load()
+    batch = next(task.process([{"instruction": "hi"}]))
+    assert isinstance(batch, Rows) and isinstance(batch, list)
+    assert batch == json.loads(json.dumps(batch))  # equal to the plain list it is
+    shown = batch._repr_html_()
+    assert "&lt;b&gt;bold" in shown and "x" * 500 not in shown
