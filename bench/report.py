@@ -4,10 +4,11 @@
 
 The run folder is written directly, in the shape a real run writes (a generating step with two
 grouped generations, an UltraFeedback judge, a few failed and unreadable rows; ``run.json``
-with the signature and one run record). ``taskloom report`` then runs in a fresh interpreter;
-its wall time and peak RSS are measured from outside. The baseline, in the same way, is a
-fresh interpreter that only reads and parses every line of the same JSONL, the least any
-report must do; the ratio compares the two. Targets: at most 10 s, under 300 MB, under 10 MB.
+with the signature and one run record; a generation cache of three answers per row).
+``taskloom report`` then runs in a fresh interpreter; its wall time and peak RSS are measured
+from outside. The baseline, in the same way, is a fresh interpreter that only reads and parses
+every line of the same JSONL, the least any report must do; the ratio compares the two.
+Targets: at most 10 s, under 300 MB, under 10 MB.
 """
 
 from __future__ import annotations
@@ -91,7 +92,23 @@ def build_folder(folder: Path, rows: int) -> int:
         "input_tokens": rows * 126,
         "output_tokens": rows * 304,
         "cost_usd": round(rows * 0.0004, 4),
-        "steps": {"answer": dict(step), "rate": {**step, "judge": judge}},
+        "steps": {
+            "answer": {
+                **step,
+                "outputs": ["generation"],
+                "started_s": 0.1,
+                "active_s": 1230.0,
+                "request_s": rows * 2.1,
+            },
+            "rate": {
+                **step,
+                "judge": judge,
+                "outputs": ["ratings", "rationales"],
+                "started_s": 2.5,
+                "active_s": 1231.9,
+                "request_s": rows * 1.4,
+            },
+        },
         "ended": "2026-12-03T00:00:00+00:00",
     }
     run = {
@@ -106,7 +123,17 @@ def build_folder(folder: Path, rows: int) -> int:
         "runs": [record],
     }
     (folder / "run.json").write_text(json.dumps(run, indent=2), encoding="utf-8")
+    _fill_cache(folder, rows * 3)  # two answers and a rating per row
     return (folder / "rate.jsonl").stat().st_size
+
+
+def _fill_cache(folder: Path, generations: int) -> None:
+    """The run's generation cache, which the report reads too: one entry per generation paid for."""
+    from taskloom.pipeline.cache import CACHE_FILENAME, GenerationCache
+
+    with GenerationCache(folder / CACHE_FILENAME) as cache:
+        for start in range(0, generations, 10_000):
+            cache.put_many((f"{i:064x}", "word " * 40, 120, 40) for i in range(start, min(start + 10_000, generations)))
 
 
 _PLAIN = "import json, sys\nfor line in open(sys.argv[1], encoding='utf-8'):\n    json.loads(line)\n"

@@ -458,3 +458,20 @@ def test_a_run_keeps_as_many_calls_in_flight_as_the_llm_answers_at_once(tmp_path
     assert llm.most == together
     assert result.stats.steps["answer"].max_concurrency == together
     assert [row["generation"] for row in result.rows()] == ["fine"] * 12
+
+
+def test_run_json_times_each_step_and_records_its_output_columns(tmp_path: Path) -> None:
+    """Steps overlap, so each gets its span in the run and its requests' time, not a share of the total."""
+    llm = ScriptedAsyncLLM(replies=["an answer"], delay=0.05, max_concurrency=4)
+    answer = get_task("text-generation", name="answer", llm=llm)
+    keep = get_step("keep-columns", name="keep", columns=["instruction", "generation"])
+    pipeline = Pipeline([answer, keep], source=[{"instruction": f"q{i}"} for i in range(12)], name="timed")
+    pipeline.run(output=tmp_path / "out", progress=None)
+    record = json.loads((tmp_path / "out" / "run.json").read_text())["runs"][-1]
+    answered, kept = record["steps"]["answer"], record["steps"]["keep"]
+    assert answered["outputs"] == ["generation"] and kept["outputs"] == ["instruction", "generation"]
+    # 12 requests of 50 ms, 4 at a time: about 0.6 s of request time over about 0.15 s of span
+    assert 12 * 0.05 * 0.9 <= answered["request_s"] < 12 * 0.05 * 3
+    assert 0.1 <= answered["active_s"] <= record["elapsed_s"]
+    assert 0 <= answered["started_s"] <= kept["started_s"] <= record["elapsed_s"]
+    assert "request_s" not in kept and kept["active_s"] <= answered["active_s"] + 0.05

@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 from taskloom_report import Report, build_report
-from taskloom_report.scan import normalise, row_status
+from taskloom_report.caches import read_caches
+from taskloom_report.report import step_outputs
+from taskloom_report.scan import METADATA, normalise, row_status
 
 from taskloom import Pipeline, get_task
 from taskloom.cli import main
@@ -69,8 +71,9 @@ def test_the_page_has_every_section(report: Report) -> None:
     for option in ("all", "ok", "unreadable", "failed"):
         assert f'<option value="{option}">' in page
     assert 'id="rows-table"' in page and 'id="row-detail"' in page and 'id="failures"' in page
-    # graph, two judges, one generation step
-    assert page.count('class="plotly-graph-div"') == 4
+    # graph, steps over time, cache arrivals, two judges, one generation step
+    assert page.count('class="plotly-graph-div"') == 6
+    assert 'id="runs"' in page and "When each step was busy" in page
     assert "order flips" in page and "longer answer wins" in page and "unreadable" in page
     assert report.rows == 12 and "All 12 rows." in page
 
@@ -83,14 +86,112 @@ def test_no_external_reference_at_all(report: Report) -> None:
     assert page.count("<script") == page.count("</script>")
 
 
+def _record(run: RunResult) -> dict[str, Any]:
+    runs: list[dict[str, Any]] = json.loads((run.output_dir / "run.json").read_text(encoding="utf-8"))["runs"]
+    return runs[-1]
+
+
 def test_rows_have_statuses_and_failures_are_grouped(run: RunResult, report: Report) -> None:
-    statuses = [row_status(row) for row in run.rows()]
+    outputs = step_outputs(_record(run))
+    assert outputs == {
+        "answer": ["generation"],
+        "rate": ["ratings", "rationales"],
+        "compare": ["verdict", "rationale", "orders_agree"],
+    }
+    statuses = [row_status(row, outputs) for row in run.rows()]
     assert statuses.count("failed") == 2 and "unreadable" in statuses and "ok" in statuses
+    # unreadable exactly where a judge kept a reply and could read nothing from it
+    expected = [
+        any(
+            row[METADATA].get(f"raw_output_{task}") is not None and all(v is None for v in _values(row, columns))
+            for task, columns in (
+                ("rate", ["ratings", "rationales"]),
+                ("compare", ["verdict", "rationale", "orders_agree"]),
+            )
+        )
+        for row in run.rows()
+    ]
+    assert [s == "unreadable" for s in statuses] == [
+        e and s != "failed" for e, s in zip(expected, statuses, strict=True)
+    ]
+    shown = re.findall(r'data-status="(\w+)"', report.html)
+    assert shown == statuses  # the page's table uses the same rule
     failures = report.html.split('id="failures"')[1]
     # two failed requests whose ids differ are one cause
     assert "HTTP N from the server for request id N" in failures
     assert re.search(r"<tr class=\"failure\"><td>2</td><td>GenerationError: HTTP N", failures)
     assert "example row" in failures
+
+
+def _values(row: dict[str, Any], columns: list[str]) -> list[Any]:
+    flat: list[Any] = []
+    for column in columns:
+        value = row.get(column)
+        flat.extend(value if isinstance(value, list) else [value])
+    return flat
+
+
+def test_status_reads_each_tasks_own_columns() -> None:
+    """With the output columns known, a sparse row is not unreadable; an unparsed generation is."""
+    meta = {METADATA: {"raw_output_answer": "text"}}
+    sparse = {"instruction": "q", "context": None, "generation": "text", **meta}
+    assert row_status(sparse, {"answer": ["generation"]}) == "ok"
+    assert row_status(sparse) == "unreadable"  # without them, only a guess
+    unparsed = {"instruction": "q", "generation": None, **meta}
+    assert row_status(unparsed, {"answer": ["generation"]}) == "unreadable"
+    grouped = {"generation": ["a", None], METADATA: {"raw_output_answer": ["a", "garbage"]}}
+    assert row_status(grouped, {"answer": ["generation"]}) == "unreadable"
+    refused = {"generation": ["a", None], METADATA: {"raw_output_answer": ["a", None]}}
+    assert row_status(refused, {"answer": ["generation"]}) == "ok"  # no text to read is a refusal, not unreadable
+    rated = {"ratings": [4, None], "rationales": [None, None], METADATA: {"raw_output_rate": "Rating: 4"}}
+    assert row_status(rated, {"rate": ["ratings", "rationales"]}) == "ok"
+    failed = {"generation": None, METADATA: {"raw_output_answer": None, "error_answer": "boom"}}
+    assert row_status(failed, {"answer": ["generation"]}) == "failed"
+
+
+def test_a_folder_without_recorded_columns_says_the_status_is_a_guess(run: RunResult, tmp_path: Path) -> None:
+    old = tmp_path / "old"
+    shutil.copytree(run.output_dir, old)
+    data = json.loads((old / "run.json").read_text(encoding="utf-8"))
+    for record in data["runs"]:
+        for info in record["steps"].values():
+            info.pop("outputs", None)
+    (old / "run.json").write_text(json.dumps(data), encoding="utf-8")
+    assert "is a guess" in build_report(old).html
+    assert "is a guess" not in build_report(run.output_dir).html
+
+
+def test_the_cache_tells_what_every_run_of_the_folder_paid_for(tmp_path: Path) -> None:
+    llm = ScriptedLLM(replies=["one two three"])
+    pipeline = Pipeline(
+        get_task("text-generation", name="answer", llm=llm),
+        source=[{"instruction": f"q{i}"} for i in range(7)],
+        name="cached",
+    )
+    paid = _record(pipeline.run(output=tmp_path / "out", progress=None))
+    again = _record(pipeline.run(output=tmp_path / "out", progress=None))
+    assert paid["requests"] == 7 and again["requests"] == 0 and paid["output_tokens"] > 0
+    caches = read_caches(tmp_path / "out")
+    assert (caches.files, caches.generations, caches.empty) == (1, 7, 0)
+    assert caches.output_tokens == paid["output_tokens"] and caches.input_tokens == paid["input_tokens"]
+    assert sum(caches.arrivals.values()) == 7
+    page = build_report(tmp_path / "out").html
+    runs = page.split('id="runs-table"')[1].split("</table>")[0]
+    assert runs.count("<tr><td>") == 2
+    # the second run: 7 rows, 0 requests, 7 cache hits
+    assert re.search(r"<tr><td>2</td><td>[^<]*</td><td>7</td><td>0</td>\s*<td>7</td>", runs)
+    assert "hold 7 generations" in page or "holds 7 generations" in page
+
+    # a Ray run's layout: a cache per shard; an unreadable file is named, the rest still counted
+    ray_like = tmp_path / "ray"
+    for shard in ("00000", "00001"):
+        (ray_like / "shards" / shard).mkdir(parents=True)
+        shutil.copy(tmp_path / "out" / "cache.sqlite", ray_like / "shards" / shard / "cache.sqlite")
+    (ray_like / "phases" / "00-to-answer" / "shards" / "00000").mkdir(parents=True)
+    (ray_like / "phases" / "00-to-answer" / "shards" / "00000" / "cache.sqlite").write_text("not a database")
+    summed = read_caches(ray_like)
+    assert (summed.files, summed.generations) == (2, 14)
+    assert len(summed.unreadable) == 1 and "00-to-answer" in summed.unreadable[0]
 
 
 def test_normalise_keeps_the_words() -> None:

@@ -161,6 +161,24 @@ class StepStats:
     """The model runs on this machine: its tokens cost no dollars."""
     max_concurrency: int | None = None
     limiter: Limiter | None = field(default=None, repr=False, compare=False)
+    first_at: float | None = None
+    """Wall-clock time (``time.time()``) the step took its first row; wall clock, not monotonic,
+    so the shards of a cluster run, on other machines, give times that compare."""
+    last_at: float | None = None
+    """Wall-clock time the step passed its last rows on."""
+    request_s: float = 0.0
+    """Seconds this step's requests were out, added over every request (they overlap)."""
+
+    @property
+    def active_s(self) -> float | None:
+        """Seconds from the step's first row to its last: how long it was part of the run.
+
+        Steps stream rows to each other and run at once, so their times overlap and do not add up
+        to the run's; the span says when a step was busy, :attr:`request_s` what its LLM took.
+        """
+        if self.first_at is None or self.last_at is None:
+            return None
+        return max(0.0, self.last_at - self.first_at)
 
     @property
     def priced(self) -> bool:
@@ -214,6 +232,10 @@ class StepStats:
                 self.judge.merge(other.judge)
         for reason, count in other.dropped.items():
             self.dropped[reason] = self.dropped.get(reason, 0) + count
+        if other.first_at is not None:
+            self.first_at = other.first_at if self.first_at is None else min(self.first_at, other.first_at)
+        if other.last_at is not None:
+            self.last_at = other.last_at if self.last_at is None else max(self.last_at, other.last_at)
         self.model = self.model or other.model
         self.measured = self.measured or other.measured  # a step that measures runs once (needs_all_rows)
         self.local = self.local or other.local
@@ -223,12 +245,18 @@ class StepStats:
         """A copy without the live limiter, to send to another process (a cluster's driver)."""
         return dataclasses.replace(self, limiter=None, dropped=dict(self.dropped))
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self, run_started_at: float | None = None) -> dict[str, Any]:
+        """Plain data for ``run.json``; ``run_started_at`` (wall clock) places the step in the run."""
         data: dict[str, Any] = {
             "rows_in": self.rows_in,
             "rows_out": self.rows_out,
             "rows_failed": self.rows_failed,
         }
+        active = self.active_s
+        if active is not None:
+            data["active_s"] = round(active, 3)
+            if run_started_at is not None and self.first_at is not None:
+                data["started_s"] = round(max(0.0, self.first_at - run_started_at), 3)
         if self.dropped:
             data["rows_dropped"] = dict(self.dropped)
         if self.judge is not None:
@@ -247,6 +275,7 @@ class StepStats:
                 cost_usd=round(self.cost_usd, 6) if self.priced or self.cost_usd else None,
                 unpriced_requests=self.unpriced_requests,
                 rows_stopped=self.stopped,
+                request_s=round(self.request_s, 3),
             )
         return data
 
@@ -265,6 +294,7 @@ _SUMMED = (
     "stopped",
     "cost_usd",
     "unpriced_requests",
+    "request_s",
 )
 
 
@@ -277,6 +307,8 @@ class RunStats:
     read: int = 0
     done: int = 0
     started: float = field(default_factory=time.monotonic)
+    started_at: float = field(default_factory=time.time)
+    """The same start on the wall clock, which the steps' times are read against."""
     finished: float | None = None
     stopping: str | None = None
     """Why the run is stopping or stopped early: ``budget``, ``max_requests``, ``interrupted``,
@@ -328,7 +360,7 @@ class RunStats:
             "input_tokens": tokens_in,
             "output_tokens": tokens_out,
             "cost_usd": round(self.cost_usd, 6) if self.priced or self.cost_usd else None,
-            "steps": {name: step.as_dict() for name, step in self.steps.items()},
+            "steps": {name: step.as_dict(self.started_at) for name, step in self.steps.items()},
         }
 
     @property
@@ -661,6 +693,8 @@ class Executor:
                 ends += receive(*node.inbox.get_nowait(), units)
             if not units:
                 continue
+            if node.stats.first_at is None:
+                node.stats.first_at = time.time()
             if isinstance(node.step, Task):
                 for index, unit in enumerate(units, 1):
                     task = asyncio.ensure_future(self._task_unit(node, unit.seq, unit.rows))
@@ -694,6 +728,7 @@ class Executor:
 
     def _emit(self, node: _Node, seq: int, rows: list[Row]) -> None:
         node.stats.rows_out += len(rows)
+        node.stats.last_at = time.time()
         for child, position in node.targets:
             child.inbox.put_nowait((position, seq, rows))
         for collector in node.leaf_writers:
@@ -831,9 +866,11 @@ class Executor:
         order = self.key(node.identity, chat, kwargs, 0) if self._caching else json.dumps(chat, sort_keys=True)
         stats.in_flight += 1
         stats.requests += 1
+        sent = time.perf_counter()
         try:
             return await node.batcher.ask(order, chat, count, kwargs)
         finally:
+            stats.request_s += time.perf_counter() - sent
             stats.in_flight -= 1
             if budget is not None:
                 budget.release(reserved)
@@ -893,9 +930,11 @@ class Executor:
                 stats.in_flight += 1
                 stats.requests += 1
                 gate = REQUEST_GATE.set(self._gate)
+                sent = time.perf_counter()
                 try:
                     output = await llm.agenerate_one(chat, count, on_retry=retried, **kwargs)
                 finally:
+                    stats.request_s += time.perf_counter() - sent
                     REQUEST_GATE.reset(gate)
                     stats.in_flight -= 1
         finally:

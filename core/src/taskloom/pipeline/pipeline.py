@@ -492,7 +492,9 @@ class Pipeline:
         from taskloom.pipeline.card import write_card
 
         with contextlib.suppress(OSError):
-            folder.record_run(_run_record(stats, self.price_table(), request.budget_usd, request.max_requests))
+            record = _run_record(stats, self.price_table(), request.budget_usd, request.max_requests)
+            _record_outputs(record, self.graph)
+            folder.record_run(record)
         if not request.card:
             return
         try:
@@ -645,6 +647,17 @@ def _run_record(
         if step.model is not None and prices.lookup(step.model) is not None
     }
     return record
+
+
+def _record_outputs(record: dict[str, Any], graph: Graph) -> None:
+    """Each step's output columns beside its counters, so a reader of the folder (the report) can
+    tell a reply that was kept but not parsed (every output None) from a row that is only sparse."""
+    from taskloom.steps import columns_as_dict
+
+    for name, entry in record.get("steps", {}).items():
+        step = graph.steps.get(name)
+        if step is not None:
+            entry["outputs"] = step.output_columns() if isinstance(step, Task) else list(columns_as_dict(step.outputs))
 
 
 def _raise_stopped(

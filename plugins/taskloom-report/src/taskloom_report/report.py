@@ -17,7 +17,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from taskloom_report.scan import METADATA, STATUSES, Scan, scan, tasks_of
+from taskloom_report.caches import CacheSummary, read_caches
+from taskloom_report.scan import METADATA, STATUSES, Scan, row_status, scan, tasks_of
 
 CELL = 160
 """Characters of a value shown in a table cell; the detail pane shows more."""
@@ -80,12 +81,22 @@ def _run_record(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     return data, last
 
 
+def step_outputs(record: dict[str, Any]) -> dict[str, list[str]] | None:
+    """Each step's output columns as ``run.json`` records them; None for a folder from before that."""
+    steps = record.get("steps")
+    if not isinstance(steps, dict) or not steps:
+        return None
+    found = {name: info["outputs"] for name, info in steps.items() if isinstance(info, dict) and "outputs" in info}
+    return found if len(found) == len(steps) else None
+
+
 def build_report(run_dir: str | os.PathLike[str], *, sample: int = 500) -> Report:
     """Read a run folder in one streaming pass and build its page."""
     folder = Path(run_dir)
     data, record = _run_record(folder)
-    found = scan(folder, sample=sample)
-    page = _render(folder, data, record, found)
+    outputs = step_outputs(record)
+    found = scan(folder, sample=sample, outputs=outputs)
+    page = _render(folder, data, record, found, outputs, read_caches(folder))
     return Report(page, found.rows, len(found.sample))
 
 
@@ -138,6 +149,48 @@ def _graph_figure(data: dict[str, Any], steps: dict[str, Any]) -> str:
         )
     )
     figure.update_layout(title="Rows flowing between the steps")
+    return _figure_html(figure)
+
+
+def _timeline_figure(steps: dict[str, Any]) -> str:
+    """When each step was busy, from its first row to its last: the steps overlap as rows stream."""
+    import plotly.graph_objects as go
+
+    timed = [(n, i) for n, i in steps.items() if isinstance(i, dict) and i.get("active_s") is not None]
+    if not timed:
+        return ""
+    names = [name for name, _ in timed]
+    figure = go.Figure(
+        go.Bar(
+            y=names,
+            x=[max(info["active_s"], 0.001) for _, info in timed],
+            base=[info.get("started_s") or 0.0 for _, info in timed],
+            orientation="h",
+            hovertemplate="%{y}: from %{base:.2f} s for %{x:.2f} s<extra></extra>",
+        )
+    )
+    figure.update_layout(title="When each step was busy", xaxis_title="seconds into the run")
+    figure.update_yaxes(autorange="reversed", type="category")
+    return _figure_html(figure)
+
+
+def _arrivals_figure(caches: CacheSummary) -> str:
+    """Generations written to the caches over time, over every run of the folder."""
+    import datetime
+
+    import plotly.graph_objects as go
+
+    if caches.first is None or not caches.arrivals:
+        return ""
+    start = caches.first
+    buckets = sorted(caches.arrivals)
+    when = [datetime.datetime.fromtimestamp(start + b * caches.width, datetime.UTC) for b in buckets]
+    figure = go.Figure(go.Bar(x=when, y=[caches.arrivals[b] for b in buckets], width=caches.width * 1000 * 0.9))
+    figure.update_layout(
+        title=f"Generations paid for, per {caches.width:.3g} s (every run of this folder)",
+        xaxis_title="time written (UTC)",
+        yaxis_title="generations",
+    )
     return _figure_html(figure)
 
 
@@ -212,15 +265,26 @@ def _neutral(text: str) -> str:
     return _URL.sub("h\\1/\u200b/", text)
 
 
-def _render(folder: Path, data: dict[str, Any], record: dict[str, Any], found: Scan) -> str:
+def _render(
+    folder: Path,
+    data: dict[str, Any],
+    record: dict[str, Any],
+    found: Scan,
+    outputs: dict[str, list[str]] | None,
+    caches: CacheSummary,
+) -> str:
     from jinja2 import Environment, PackageLoader, select_autoescape
-
-    from taskloom_report.scan import row_status
 
     steps: dict[str, Any] = record.get("steps") or {}
     signature = data.get("signature") or {}
     types = {s.get("name"): s.get("type") for s in signature.get("steps", []) if isinstance(s, dict)}
-    charts = {"graph": _graph_figure(data, steps) if steps or signature else ""}
+    charts = {
+        "graph": _graph_figure(data, steps) if steps or signature else "",
+        "timeline": _timeline_figure(steps),
+        "arrivals": _arrivals_figure(caches),
+    }
+    runs = [dict(run, cache_hits=_cache_hits(run)) for run in data.get("runs") or [] if isinstance(run, dict)]
+    spent = [run.get("cost_usd") for run in runs]
     judges = []
     for name, info in steps.items():
         judge = (info or {}).get("judge")
@@ -241,7 +305,7 @@ def _render(folder: Path, data: dict[str, Any], record: dict[str, Any], found: S
         {
             "number": number,
             "leaf": leaf,
-            "status": row_status(row),
+            "status": row_status(row, outputs),
             "cells": [_cell(row.get(c)) for c in shown_columns],
         }
         for number, leaf, row in found.sample
@@ -275,9 +339,21 @@ def _render(folder: Path, data: dict[str, Any], record: dict[str, Any], found: S
         found=found,
         failures=failures,
         details_json=_json_script(details),
+        exact_status=outputs is not None,
+        runs=runs,
+        spent_usd=sum(d for d in spent if isinstance(d, int | float)),
+        unpriced_runs=sum(1 for d in spent if d is None),
+        caches=caches,
         plotly_js=offline_plotly_js(),
     )
     return _neutral_outside_scripts(page)
+
+
+def _cache_hits(run: dict[str, Any]) -> int:
+    steps = run.get("steps")
+    if not isinstance(steps, dict):
+        return 0
+    return sum(int(info.get("cached") or 0) for info in steps.values() if isinstance(info, dict))
 
 
 def _neutral_outside_scripts(page: str) -> str:

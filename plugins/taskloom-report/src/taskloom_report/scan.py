@@ -12,7 +12,7 @@ import json
 import random
 import re
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,28 +93,53 @@ def tasks_of(meta: dict[str, Any]) -> set[str]:
     return names
 
 
-def row_status(row: dict[str, Any]) -> str:
+def row_status(row: dict[str, Any], outputs: Mapping[str, Sequence[str]] | None = None) -> str:
     """``failed`` if a task recorded an error, ``unreadable`` if a reply was kept but not parsed, else ``ok``.
 
-    Which columns a task writes is not in the run folder, so "not parsed" is read as: a raw
-    output is there and some column of the row is None (a list of Nones is a task's normal
-    output for optional parts, such as UltraFeedback's rationales).
+    ``outputs`` gives each task's output columns (``run.json`` records them): a task's reply is
+    unparsed when its raw output is there and every one of its columns is None, which is what a
+    task writes when ``format_output`` cannot read the reply (per generation, for a task that
+    groups its generations). A folder written before the columns were recorded has none to give;
+    the status then falls back to a guess: a raw output kept and some column of the row None.
     """
     meta = row.get(METADATA)
     if not isinstance(meta, dict):
         return "ok"
     if any(key.startswith("error_") and any(_flat(value)) for key, value in meta.items()):
         return "failed"
-    kept = any(
-        key.startswith("raw_output_") and any(v is not None for v in _flat(value)) for key, value in meta.items()
-    )
-    if kept and any(value is None for name, value in row.items() if name != METADATA):
-        return "unreadable"
+    kept = [
+        (key[len("raw_output_") :], value)
+        for key, value in meta.items()
+        if key.startswith("raw_output_") and any(v is not None for v in _flat(value))
+    ]
+    if not kept:
+        return "ok"
+    if outputs is None:
+        return "unreadable" if any(value is None for name, value in row.items() if name != METADATA) else "ok"
+    for task, raw in kept:
+        columns = [c for c in outputs.get(task, ()) if c in row]
+        if columns and _unparsed(row, columns, raw):
+            return "unreadable"
     return "ok"
 
 
-def scan(run_dir: Path, sample: int = 500, seed: int = 17) -> Scan:
-    """Stream every leaf output once and gather what the page shows; keep ``sample`` rows at most."""
+def _unparsed(row: dict[str, Any], columns: list[str], raw: Any) -> bool:
+    """Whether some generation of a task has a raw output and only None in every output column."""
+    values = [row[c] for c in columns]
+    grouped = isinstance(raw, list) and all(isinstance(v, list) and len(v) == len(raw) for v in values)
+    if not grouped:
+        return all(all(item is None for item in _flat(v)) for v in values)
+    return any(
+        answer is not None and all(all(item is None for item in _flat(v[index])) for v in values)
+        for index, answer in enumerate(raw)
+    )
+
+
+def scan(run_dir: Path, sample: int = 500, seed: int = 17, outputs: Mapping[str, Sequence[str]] | None = None) -> Scan:
+    """Stream every leaf output once and gather what the page shows; keep ``sample`` rows at most.
+
+    ``outputs``: each task's output columns, for :func:`row_status`.
+    """
     result = Scan()
     chooser = random.Random(seed)
     files = leaf_files(run_dir)
@@ -124,7 +149,7 @@ def scan(run_dir: Path, sample: int = 500, seed: int = 17) -> Scan:
         for row in _stream(paths):
             number = result.rows
             result.rows += 1
-            status = row_status(row)
+            status = row_status(row, outputs)
             result.statuses[status] += 1
             meta = row.get(METADATA)
             if isinstance(meta, dict):
