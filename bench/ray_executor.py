@@ -44,6 +44,7 @@ import contextlib
 import itertools
 import json
 import os
+import secrets
 import shutil
 import statistics
 import subprocess
@@ -95,14 +96,22 @@ def _server(url: str, path: str, data: bytes | None = None) -> dict[str, Any]:
         return loaded
 
 
+_TOKEN = secrets.token_hex(16)
+"""The benchmark's own token, for a machine that has none (``ray start`` in token mode refuses to boot)."""
+
+
 def _environment() -> dict[str, str]:
-    """What the cluster and every child run with: no usage reports, one authentication mode."""
-    return {
+    """What the cluster and every child run with: no usage reports, one authentication mode and token."""
+    environment = {
         **os.environ,
         "RAY_USAGE_STATS_ENABLED": "0",
         "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "token"),
         "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",  # ``ray start --block`` stops at once on SIGTERM
     }
+    token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
+    if environment["RAY_AUTH_MODE"] == "token" and "RAY_AUTH_TOKEN" not in environment and not token_file.is_file():
+        environment["RAY_AUTH_TOKEN"] = _TOKEN
+    return environment
 
 
 def _processes() -> dict[int, tuple[int, float]]:

@@ -161,12 +161,12 @@ class StepStats:
     """The model runs on this machine: its tokens cost no dollars."""
     max_concurrency: int | None = None
     limiter: Limiter | None = field(default=None, repr=False, compare=False)
-    first_at: float | None = None
+    first_at: float | None = field(default=None, compare=False)
     """Wall-clock time (``time.time()``) the step took its first row; wall clock, not monotonic,
     so the shards of a cluster run, on other machines, give times that compare."""
-    last_at: float | None = None
+    last_at: float | None = field(default=None, compare=False)
     """Wall-clock time the step passed its last rows on."""
-    request_s: float = 0.0
+    request_s: float = field(default=0.0, compare=False)
     """Seconds this step's requests were out, added over every request (they overlap)."""
 
     @property
