@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from taskloom.llms.tools import tool_calls_text
     from taskloom.pipeline.base import Sink, SinkWriter, Source, SourceError
     from taskloom.pipeline.budget import Budget
+    from taskloom.pipeline.cache import CACHE_FILENAME
     from taskloom.pipeline.card import CARD_FILENAME
     from taskloom.pipeline.executor import RunStats, StepStats
     from taskloom.pipeline.executors import LocalExecutor, PipelineExecutor, RunRequest
@@ -127,6 +128,7 @@ _LAZY = {
     "Source": "taskloom.pipeline.base",
     "SourceError": "taskloom.pipeline.base",
     "Budget": "taskloom.pipeline.budget",
+    "CACHE_FILENAME": "taskloom.pipeline.cache",
     "CARD_FILENAME": "taskloom.pipeline.card",
     "RunStats": "taskloom.pipeline.executor",
     "StepStats": "taskloom.pipeline.executor",
@@ -180,6 +182,7 @@ _LAZY = {
 }
 
 __all__ = [
+    "CACHE_FILENAME",
     "CARD_FILENAME",
     "HTTPLLM",
     "LLM",

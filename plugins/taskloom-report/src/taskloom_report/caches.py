@@ -20,7 +20,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from taskloom.pipeline.cache import CACHE_FILENAME
+from taskloom.plugin import CACHE_FILENAME
 
 BUCKETS = 80
 """Intervals of the arrivals chart: fine enough to see a pause, few enough to stay small."""
