@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from taskloom.llms.limits import Allowance, Bucket
     from taskloom.llms.options import GenerationOptions, OptionError, OutputSchema, json_schema_of
     from taskloom.llms.outputs import split_evenly, token_counts
-    from taskloom.llms.tools import tool_calls_text
+    from taskloom.llms.tools import decoded_arguments, tool_calls_text
     from taskloom.pipeline.base import Sink, SinkWriter, Source, SourceError
     from taskloom.pipeline.budget import Budget
     from taskloom.pipeline.cache import CACHE_FILENAME
@@ -173,6 +173,7 @@ _LAZY = {
     "image_parts": "taskloom.images",
     "inline_images": "taskloom.images",
     "text_of": "taskloom.llms.inputs",
+    "decoded_arguments": "taskloom.llms.tools",
     "tool_calls_text": "taskloom.llms.tools",
     "GenerateOutput": "taskloom.typing",
     "Row": "taskloom.typing",
@@ -256,6 +257,7 @@ __all__ = [
     "chat_messages",
     "columns_as_dict",
     "compile_template",
+    "decoded_arguments",
     "error_for_status",
     "failed_output",
     "get_sink",

@@ -14,6 +14,18 @@ from collections.abc import Iterable
 from typing import Any
 
 
+def decoded_arguments(arguments: Any) -> Any:
+    """A call's arguments as an object: a JSON string decoded ("" is no arguments), anything else as given.
+
+    A string that is not JSON stays the string it was, so the call is marked invalid, visibly,
+    rather than losing what the model wrote.
+    """
+    if isinstance(arguments, str):
+        with contextlib.suppress(ValueError):
+            return json.loads(arguments) if arguments.strip() else {}
+    return arguments
+
+
 def tool_calls_text(calls: Iterable[tuple[Any, Any, Any]], content: Any = None) -> str:
     """The generation text of a reply that made ``calls`` (each ``(id, name, arguments)``).
 
@@ -21,12 +33,9 @@ def tool_calls_text(calls: Iterable[tuple[Any, Any, Any]], content: Any = None) 
     JSON stay the string they were, so the task marks the call invalid rather than losing it.
     Text the model wrote beside the calls goes under ``content``.
     """
-    encoded: list[dict[str, Any]] = []
-    for call_id, name, arguments in calls:
-        if isinstance(arguments, str):
-            with contextlib.suppress(ValueError):  # not JSON: kept as written, invalid and visible as such
-                arguments = json.loads(arguments) if arguments.strip() else {}
-        encoded.append({"id": call_id, "name": name, "arguments": arguments})
+    encoded = [
+        {"id": call_id, "name": name, "arguments": decoded_arguments(arguments)} for call_id, name, arguments in calls
+    ]
     reply: dict[str, Any] = {"tool_calls": encoded}
     if isinstance(content, str) and content.strip():
         reply["content"] = content

@@ -23,7 +23,6 @@ dropped. With ``functions`` set, valid calls also run in a child process
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 from collections.abc import Callable
@@ -41,6 +40,7 @@ from taskloom.plugin import (
     Row,
     RowInputError,
     StepColumns,
+    decoded_arguments,
     token_counts,
 )
 
@@ -161,11 +161,10 @@ def _one_call(item: Any) -> dict[str, Any] | None:
     name = item.get("name")
     if not isinstance(name, str):
         return None
-    arguments = item.get("arguments", item.get("parameters", {}))
-    if isinstance(arguments, str):
-        with contextlib.suppress(ValueError):  # kept as written when it is not JSON, and marked invalid
-            arguments = json.loads(arguments) if arguments.strip() else {}
-    call: dict[str, Any] = {"name": name, "arguments": arguments}
+    call: dict[str, Any] = {
+        "name": name,
+        "arguments": decoded_arguments(item.get("arguments", item.get("parameters", {}))),
+    }
     if isinstance(item.get("id"), str):
         call["id"] = item["id"]
     return call

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
-__all__ = ["CallResult", "ToolRun", "run_tool_calls"]
+__all__ = ["CallResult", "run_tool_calls"]
 
 NETWORK_REFUSED = "network access is disabled while generated tool calls run (taskloom function-calling)"
 
@@ -43,50 +43,23 @@ class CallResult:
     error: str | None = None
 
 
-class ToolRun:
-    """The calls of one row, running in a child from :meth:`start` on; :meth:`results` waits for
-    them, starting a new child for the rest when one dies or hangs on a call.
-
-    The task hands the waiting to its driver as a ``Call.run``, which a pipeline runs beside its
-    event loop, so other rows' requests go on meanwhile.
-    """
-
-    def __init__(self, source: str, calls: Sequence[tuple[str, Any]], timeout: float) -> None:
-        self.source = source
-        self.calls = list(calls)
-        self.timeout = timeout
-        self._results: list[CallResult] = []
-        self._child: _Child | None = None
-
-    def start(self) -> ToolRun:
-        if self.calls and self._child is None:
-            self._child = _Child.spawn(self.source, self.calls)
-        return self
-
-    def results(self) -> list[CallResult]:
-        """One result per call, in order; every child is gone when this returns."""
-        self.start()
-        while len(self._results) < len(self.calls):
-            child = self._child
-            assert child is not None
-            try:
-                self._results.extend(child.read(len(self.calls) - len(self._results), self.timeout))
-            finally:
-                child.stop()
-                self._child = None
-            if len(self._results) < len(self.calls):  # the child died or hung on a call: on with the rest
-                self._child = _Child.spawn(self.source, self.calls[len(self._results) :])
-        return self._results
-
-    def stop(self) -> None:
-        if self._child is not None:
-            self._child.stop()
-            self._child = None
-
-
 def run_tool_calls(source: str, calls: Sequence[tuple[str, Any]], timeout: float = 5.0) -> list[CallResult]:
-    """Run ``calls`` (tool name, arguments) against the functions in ``source`` and wait for every result."""
-    return ToolRun(source, calls, timeout).results()
+    """Run ``calls`` (tool name, arguments) against the functions in ``source``; one result per call, in order.
+
+    The calls run in a child process; one that dies or hangs on a call is stopped and a new child
+    runs the rest, so one bad call costs only its own result. Every child is gone when this
+    returns. It blocks: the task hands it to its driver as a ``Call.run``, which a pipeline runs
+    beside its event loop, so other rows' requests go on meanwhile.
+    """
+    pending = list(calls)
+    results: list[CallResult] = []
+    while len(results) < len(pending):
+        child = _Child.spawn(source, pending[len(results) :])
+        try:
+            results.extend(child.read(len(pending) - len(results), timeout))
+        finally:
+            child.stop()
+    return results
 
 
 class _Child:
