@@ -167,16 +167,18 @@ def type_search(driver: webdriver.Chrome, text: str) -> None:
     )
 
 
-def choose_status(driver: webdriver.Chrome, value: str) -> None:
-    """Select a status in ``#rows-status`` and fire ``change`` (and ``input``) as a real pick does."""
+def choose_status(driver: webdriver.Chrome, value: str, select: str = "rows-status") -> None:
+    """Select ``value`` in ``#rows-status`` (or another select: ``rows-step``) and fire ``change``
+    (and ``input``) as a real pick does."""
     driver.execute_script(
         """
-        const select = document.getElementById('rows-status');
+        const select = document.getElementById(arguments[1]);
         select.value = arguments[0];
         select.dispatchEvent(new Event('input', {bubbles: true}));
         select.dispatchEvent(new Event('change', {bubbles: true}));
         """,
         value,
+        select,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import shutil
@@ -12,7 +13,7 @@ import pytest
 from taskloom_report import Report, build_report
 from taskloom_report.caches import read_caches
 from taskloom_report.report import step_outputs
-from taskloom_report.scan import METADATA, normalise, row_status
+from taskloom_report.scan import METADATA, normalise, row_status, worst
 
 from taskloom import Pipeline, get_task
 from taskloom.cli import main
@@ -116,6 +117,13 @@ def test_rows_have_statuses_and_failures_are_grouped(run: RunResult, report: Rep
     ]
     shown = re.findall(r'data-status="(\w+)"', report.html)
     assert shown == statuses  # the page's table uses the same rule
+    # and each row carries its steps' own statuses, whose worst is the row's
+    per_step = [json.loads(html.unescape(s)) for s in re.findall(r'data-steps="([^"]*)"', report.html)]
+    assert [worst(s) for s in per_step] == statuses
+    assert all(set(s) <= {"answer", "rate", "compare"} for s in per_step)
+    failed = [any(_values(r[METADATA], ["error_answer"])) for r in run.rows()]
+    assert [s.get("answer") == "failed" for s in per_step] == failed and any(failed)
+    assert 'id="rows-step"' in report.html and 'data-step="rate"' in report.html
     failures = report.html.split('id="failures"')[1]
     # two failed requests whose ids differ are one cause
     assert "HTTP N from the server for request id N" in failures

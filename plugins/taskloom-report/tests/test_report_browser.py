@@ -108,6 +108,7 @@ def driver(page: dict[str, Any]) -> Iterator[Any]:
     d = page["driver"]
     rb.type_search(d, "")
     rb.choose_status(d, "all")
+    rb.choose_status(d, "", select="rows-step")
     yield d
     assert rb.console_errors(d) == [], "the page logged errors while used"
     assert rb.outgoing_requests(rb.requests_sent(d), page["url"]) == [], "the page fetched something while used"
@@ -174,6 +175,31 @@ def test_status_filter_is_consistent(driver: Any) -> None:
         assert rb.row_counts(driver)[0] <= min(searched, counts[status])
     rb.choose_status(driver, "all")
     assert rb.row_counts(driver)[0] == searched
+
+
+def test_the_step_filter_shows_each_steps_own_status(driver: Any) -> None:
+    """At one step, the filter counts what the page's per-step line counted over every row (in Python)."""
+    steps = driver.execute_script(
+        "return Array.from(document.querySelectorAll('#rows-step option')).map(o => o.value).filter(v => v)"
+    )
+    assert steps == ["answer", "rate"], steps
+    counted = {
+        s["step"]: dict(re.findall(r"(\w+) (\d+)", s["text"].split("(", 1)[1]))
+        for s in driver.execute_script(
+            "return Array.from(document.querySelectorAll('.step-counts'))"
+            ".map(e => ({step: e.dataset.step, text: e.textContent}))"
+        )
+    }
+    _, total = rb.row_counts(driver)
+    for step in steps:
+        rb.choose_status(driver, step, select="rows-step")
+        for status in STATUSES:
+            rb.choose_status(driver, status)
+            assert rb.row_counts(driver)[0] == int(counted[step][status]), (step, status, counted)
+        rb.choose_status(driver, "all")
+        assert rb.row_counts(driver)[0] == sum(int(n) for n in counted[step].values()) <= total
+    rb.choose_status(driver, "", select="rows-step")
+    assert rb.row_counts(driver) == (total, total)
 
 
 def test_clicking_a_row_fills_the_detail(driver: Any) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from taskloom_report.caches import CacheSummary, read_caches
-from taskloom_report.scan import METADATA, STATUSES, Scan, row_status, scan, tasks_of
+from taskloom_report.scan import METADATA, STATUSES, Scan, scan, task_statuses, tasks_of, worst
 
 CELL = 160
 """Characters of a value shown in a table cell; the detail pane shows more."""
@@ -301,15 +301,20 @@ def _render(
             if key != METADATA and key not in columns:
                 columns.append(key)
     shown_columns = columns[:6]
-    table = [
-        {
-            "number": number,
-            "leaf": leaf,
-            "status": row_status(row, outputs),
-            "cells": [_cell(row.get(c)) for c in shown_columns],
-        }
-        for number, leaf, row in found.sample
-    ]
+    table = []
+    for number, leaf, row in found.sample:
+        per_task = task_statuses(row, outputs)
+        table.append(
+            {
+                "number": number,
+                "leaf": leaf,
+                "status": worst(per_task),
+                "steps": json.dumps(per_task),
+                "cells": [_cell(row.get(c)) for c in shown_columns],
+            }
+        )
+    order = [name for name in steps if name in found.by_task]
+    by_task = {name: found.by_task[name] for name in [*order, *sorted(set(found.by_task) - set(order))]}
     details = {str(number): _detail(row) for number, _, row in found.sample}
     failures = [
         {
@@ -340,6 +345,7 @@ def _render(
         failures=failures,
         details_json=_json_script(details),
         exact_status=outputs is not None,
+        by_task=by_task,
         runs=runs,
         spent_usd=sum(d for d in spent if isinstance(d, int | float)),
         unpriced_runs=sum(1 for d in spent if d is None),

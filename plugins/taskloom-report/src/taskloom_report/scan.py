@@ -38,6 +38,9 @@ class Scan:
 
     rows: int = 0
     statuses: Counter[str] = field(default_factory=Counter)
+    """Rows by their status (the worst of their tasks')."""
+    by_task: dict[str, Counter[str]] = field(default_factory=dict)
+    """Each task's statuses over the rows it left something in."""
     output_tokens: dict[str, list[int]] = field(default_factory=dict)
     """Output tokens of every generation, by task; ints are small, so even 10^6 of them fit."""
     failures: dict[str, FailureGroup] = field(default_factory=dict)
@@ -93,8 +96,9 @@ def tasks_of(meta: dict[str, Any]) -> set[str]:
     return names
 
 
-def row_status(row: dict[str, Any], outputs: Mapping[str, Sequence[str]] | None = None) -> str:
-    """``failed`` if a task recorded an error, ``unreadable`` if a reply was kept but not parsed, else ``ok``.
+def task_statuses(row: dict[str, Any], outputs: Mapping[str, Sequence[str]] | None = None) -> dict[str, str]:
+    """Each task's status on a row: ``failed`` if it recorded an error, ``unreadable`` if it kept
+    a reply it could not parse, else ``ok``; only tasks that left something in the row's metadata.
 
     ``outputs`` gives each task's output columns (``run.json`` records them): a task's reply is
     unparsed when its raw output is there and every one of its columns is None, which is what a
@@ -104,23 +108,32 @@ def row_status(row: dict[str, Any], outputs: Mapping[str, Sequence[str]] | None 
     """
     meta = row.get(METADATA)
     if not isinstance(meta, dict):
-        return "ok"
-    if any(key.startswith("error_") and any(_flat(value)) for key, value in meta.items()):
-        return "failed"
-    kept = [
-        (key[len("raw_output_") :], value)
-        for key, value in meta.items()
-        if key.startswith("raw_output_") and any(v is not None for v in _flat(value))
-    ]
-    if not kept:
-        return "ok"
-    if outputs is None:
-        return "unreadable" if any(value is None for name, value in row.items() if name != METADATA) else "ok"
-    for task, raw in kept:
-        columns = [c for c in outputs.get(task, ()) if c in row]
-        if columns and _unparsed(row, columns, raw):
-            return "unreadable"
-    return "ok"
+        return {}
+    statuses = {}
+    for task in sorted(tasks_of(meta)):
+        raw = meta.get(f"raw_output_{task}")
+        if any(_flat(meta.get(f"error_{task}"))):
+            statuses[task] = "failed"
+        elif not any(v is not None for v in _flat(raw)):
+            statuses[task] = "ok"  # no reply to read: nothing unparsed (a refusal is the judge's own count)
+        elif outputs is None:
+            guessed = any(value is None for name, value in row.items() if name != METADATA)
+            statuses[task] = "unreadable" if guessed else "ok"
+        else:
+            columns = [c for c in outputs.get(task, ()) if c in row]
+            statuses[task] = "unreadable" if columns and _unparsed(row, columns, raw) else "ok"
+    return statuses
+
+
+def worst(statuses: Mapping[str, str]) -> str:
+    """A row's status from its tasks': failed before unreadable before ok."""
+    values = set(statuses.values())
+    return next((status for status in reversed(STATUSES) if status in values), "ok")
+
+
+def row_status(row: dict[str, Any], outputs: Mapping[str, Sequence[str]] | None = None) -> str:
+    """The row's status: the worst of its tasks' (:func:`task_statuses`)."""
+    return worst(task_statuses(row, outputs))
 
 
 def _unparsed(row: dict[str, Any], columns: list[str], raw: Any) -> bool:
@@ -149,8 +162,11 @@ def scan(run_dir: Path, sample: int = 500, seed: int = 17, outputs: Mapping[str,
         for row in _stream(paths):
             number = result.rows
             result.rows += 1
-            status = row_status(row, outputs)
+            per_task = task_statuses(row, outputs)
+            status = worst(per_task)
             result.statuses[status] += 1
+            for task, own in per_task.items():
+                result.by_task.setdefault(task, Counter())[own] += 1
             meta = row.get(METADATA)
             if isinstance(meta, dict):
                 _count_tokens(result, meta)
