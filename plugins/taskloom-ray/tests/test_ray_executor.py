@@ -103,6 +103,17 @@ def test_rows_equal_the_local_executors_rows(cluster: str, server: RateLimitedSe
     record = json.loads((tmp_path / "ray" / "run.json").read_text())
     assert record["runs"][-1]["rows_written"] == 230
     assert (tmp_path / "ray" / "README.md").exists()  # the dataset card
+    # the step's span and request time, merged over the shards, and its output columns
+    answer = record["runs"][-1]["steps"]["answer"]
+    assert answer["outputs"] == ["generation"] and answer["request_s"] >= 230 * 0.05
+    assert answer["active_s"] > 0 and answer["started_s"] + answer["active_s"] <= record["runs"][-1]["elapsed_s"]
+    # the run report reads the parts under data/ and the cache of every shard
+    report = pytest.importorskip("taskloom_report")
+    from taskloom_report.caches import read_caches
+
+    assert report.build_report(tmp_path / "ray").rows == 230
+    caches = read_caches(tmp_path / "ray")
+    assert (caches.files, caches.generations) == (5, 230)
 
 
 def test_requests_in_flight_reach_workers_times_max_concurrency(cluster: str, tmp_path: Path) -> None:

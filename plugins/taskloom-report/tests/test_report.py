@@ -202,6 +202,18 @@ def test_the_cache_tells_what_every_run_of_the_folder_paid_for(tmp_path: Path) -
     assert len(summed.unreadable) == 1 and "00-to-answer" in summed.unreadable[0]
 
 
+def test_a_parquet_only_run_is_read_too(tmp_path: Path) -> None:
+    from taskloom.registry import get_sink
+
+    parquet = _pipeline(12)
+    parquet.sinks = [get_sink("parquet")]
+    result = parquet.run(output=tmp_path / "out", progress=None)
+    assert list(result.output_dir.glob("*.jsonl")) == [] and list(result.output_dir.glob("*.parquet"))
+    on_parquet, on_jsonl = build_report(result.output_dir), _pipeline(12).run(output=tmp_path / "j", progress=None)
+    expected = [row_status(row, step_outputs(_record(on_jsonl))) for row in on_jsonl.rows()]
+    assert on_parquet.rows == 12 and re.findall(r'data-status="(\w+)"', on_parquet.html) == expected
+
+
 def test_normalise_keeps_the_words() -> None:
     assert normalise("timeout after 30.5 s (id 9f8e7d6c5b4a)") == "timeout after N s (id N)"
 

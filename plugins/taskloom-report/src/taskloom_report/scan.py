@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from taskloom.plugin import TaskloomError
+
 METADATA = "distilabel_metadata"
 STATUSES = ("ok", "unreadable", "failed")
 _SKIPPED_NAMES = frozenset({"README.md", "run.json"})
@@ -50,26 +52,47 @@ class Scan:
 
 
 def leaf_files(run_dir: Path) -> dict[str, list[Path]]:
-    """The JSONL outputs of a run folder, by leaf: ``<leaf>.jsonl``, or ``<leaf>/part-*.jsonl``."""
+    """A run folder's outputs by leaf, in row order; JSONL where a leaf has it, else Parquet.
+
+    A local run writes ``<leaf>.jsonl`` (or ``.parquet``); a run on Ray writes a part per shard
+    under ``data/<leaf>/part-NNNNN.*``, whose names sort in source order.
+    """
     found: dict[str, list[Path]] = {}
-    for path in sorted(run_dir.iterdir()):
-        if path.is_file() and path.suffix == ".jsonl" and path.name not in _SKIPPED_NAMES:
-            found[path.stem] = [path]
-        elif path.is_dir():
-            parts = sorted(path.glob("part-*.jsonl"))
-            if parts:
-                found[path.name] = parts
+    for suffix in (".jsonl", ".parquet"):
+        for path in sorted(run_dir.glob(f"*{suffix}")):
+            if path.is_file() and path.name not in _SKIPPED_NAMES:
+                found.setdefault(path.stem, [path])
+        for folder in (run_dir, run_dir / "data"):
+            for leaf in sorted(p for p in folder.glob("*") if p.is_dir() and not p.name.startswith("_")):
+                parts = sorted(leaf.glob(f"part-*{suffix}"))
+                if parts:
+                    found.setdefault(leaf.name, parts)
     return found
 
 
 def _stream(paths: list[Path]) -> Iterator[dict[str, Any]]:
     for path in paths:
+        if path.suffix == ".parquet":
+            yield from _parquet_rows(path)
+            continue
         with path.open(encoding="utf-8") as handle:
             for line in handle:
                 if line.strip():
                     value = json.loads(line)
                     if isinstance(value, dict):
                         yield value
+
+
+def _parquet_rows(path: Path) -> Iterator[dict[str, Any]]:
+    """A Parquet file's rows, a batch at a time (pyarrow comes with taskloom's ``parquet`` extra)."""
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise TaskloomError(
+            f"{path} is Parquet, which the report reads with pyarrow: pip install 'taskloom[parquet]'."
+        ) from None
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=2048):
+        yield from batch.to_pylist()
 
 
 _NUMBERS = re.compile(r"0x[0-9a-fA-F]+|\b[0-9a-fA-F]{8,}\b|\d+(\.\d+)?")
