@@ -214,6 +214,18 @@ def test_a_parquet_only_run_is_read_too(tmp_path: Path) -> None:
     assert on_parquet.rows == 12 and re.findall(r'data-status="(\w+)"', on_parquet.html) == expected
 
 
+def test_dollars_say_local_priced_or_unpriced() -> None:
+    from taskloom_report.report import dollars
+
+    local = {"requests": 4, "cost_usd": 0.0, "local": True}
+    paid = {"requests": 4, "cost_usd": 0.01234, "local": False}
+    unpriced = {"requests": 4, "cost_usd": None, "local": False}
+    assert [dollars(s) for s in (local, paid, unpriced)] == ["$0 (local)", "$0.0123", "no price"]
+    assert dollars({"rows_in": 3}) == ""  # a step that is not a task costs nothing to say
+    assert dollars({"requests": 8, "cost_usd": 0.0, "steps": {"a": local, "b": dict(local)}}) == "$0 (local)"
+    assert dollars({"requests": 8, "cost_usd": 0.0123, "steps": {"a": local, "b": paid}}) == "$0.0123"
+
+
 def test_normalise_keeps_the_words() -> None:
     assert normalise("timeout after 30.5 s (id 9f8e7d6c5b4a)") == "timeout after N s (id N)"
 

@@ -118,6 +118,13 @@ def test_no_console_errors_on_load(page: dict[str, Any]) -> None:
     assert page["errors"] == []
 
 
+def test_a_local_model_costs_zero_dollars_and_says_why(driver: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    cells = [c.text for c in driver.find_elements(By.CSS_SELECTOR, "#steps-table tbody td")]
+    assert cells.count("$0 (local)") == 2, cells  # the generating step and the judge, both on the local model
+
+
 def test_no_request_leaves_the_page(page: dict[str, Any]) -> None:
     assert rb.outgoing_requests(page["requests"], page["url"]) == []
 

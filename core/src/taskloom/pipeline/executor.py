@@ -276,6 +276,7 @@ class StepStats:
                 unpriced_requests=self.unpriced_requests,
                 rows_stopped=self.stopped,
                 request_s=round(self.request_s, 3),
+                local=self.local,
             )
         return data
 

@@ -328,6 +328,7 @@ def _render(
         for group in sorted(found.failures.values(), key=lambda g: -g.count)
     ]
     env = Environment(loader=PackageLoader("taskloom_report", "templates"), autoescape=select_autoescape(["html"]))
+    env.filters["dollars"] = dollars
     page = env.get_template("report.html").render(
         title=str(data.get("pipeline") or folder.name),
         folder=str(folder),
@@ -353,6 +354,22 @@ def _render(
         plotly_js=offline_plotly_js(),
     )
     return _neutral_outside_scripts(page)
+
+
+def dollars(entry: dict[str, Any]) -> str:
+    """What a step or a run cost, as the summary says it: dollars, ``$0 (local)``, or ``no price``.
+
+    A run's entry is local when every task of it ran on this machine's model.
+    """
+    steps = entry.get("steps")
+    tasks = [s for s in steps.values() if isinstance(s, dict) and "requests" in s] if isinstance(steps, dict) else []
+    local = bool(entry.get("local")) or (bool(tasks) and all(s.get("local") for s in tasks))
+    if local:
+        return "$0 (local)"
+    cost = entry.get("cost_usd")
+    if isinstance(cost, int | float):
+        return f"${cost:.4f}"
+    return "no price" if "requests" in entry else ""
 
 
 def _cache_hits(run: dict[str, Any]) -> int:
