@@ -219,7 +219,7 @@ def test_dollars_say_local_priced_or_unpriced() -> None:
 
     local = {"requests": 4, "cost_usd": 0.0, "local": True}
     paid = {"requests": 4, "cost_usd": 0.01234, "local": False}
-    unpriced = {"requests": 4, "cost_usd": None, "local": False}
+    unpriced = {"requests": 4, "cost_usd": None, "unpriced_requests": 4, "local": False}
     assert [dollars(s) for s in (local, paid, unpriced)] == ["$0 (local)", "$0.0123", "no price"]
     assert dollars({"rows_in": 3}) == ""  # a step that is not a task costs nothing to say
     assert dollars({"requests": 8, "cost_usd": 0.0, "steps": {"a": local, "b": dict(local)}}) == "$0 (local)"

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from taskloom_report.caches import CacheSummary, read_caches
-from taskloom_report.scan import METADATA, STATUSES, Scan, scan, task_statuses, tasks_of, worst
+from taskloom_report.scan import METADATA, STATUSES, Scan, scan, tasks_of, worst
 
 CELL = 160
 """Characters of a value shown in a table cell; the detail pane shows more."""
@@ -96,7 +96,7 @@ def build_report(run_dir: str | os.PathLike[str], *, sample: int = 500) -> Repor
     data, record = _run_record(folder)
     outputs = step_outputs(record)
     found = scan(folder, sample=sample, outputs=outputs)
-    page = _render(folder, data, record, found, outputs, read_caches(folder))
+    page = _render(folder, data, record, found, outputs is not None, read_caches(folder))
     return Report(page, found.rows, len(found.sample))
 
 
@@ -270,7 +270,7 @@ def _render(
     data: dict[str, Any],
     record: dict[str, Any],
     found: Scan,
-    outputs: dict[str, list[str]] | None,
+    exact_status: bool,
     caches: CacheSummary,
 ) -> str:
     from jinja2 import Environment, PackageLoader, select_autoescape
@@ -284,7 +284,6 @@ def _render(
         "arrivals": _arrivals_figure(caches),
     }
     runs = [dict(run, cache_hits=_cache_hits(run)) for run in data.get("runs") or [] if isinstance(run, dict)]
-    spent = [run.get("cost_usd") for run in runs]
     judges = []
     for name, info in steps.items():
         judge = (info or {}).get("judge")
@@ -296,26 +295,24 @@ def _render(
         if tokens and not isinstance((steps.get(name) or {}).get("judge"), dict)
     ]
     columns: list[str] = []
-    for _, _, row in found.sample:
-        for key in row:
+    for kept in found.sample:
+        for key in kept.row:
             if key != METADATA and key not in columns:
                 columns.append(key)
     shown_columns = columns[:6]
-    table = []
-    for number, leaf, row in found.sample:
-        per_task = task_statuses(row, outputs)
-        table.append(
-            {
-                "number": number,
-                "leaf": leaf,
-                "status": worst(per_task),
-                "steps": json.dumps(per_task),
-                "cells": [_cell(row.get(c)) for c in shown_columns],
-            }
-        )
+    table = [
+        {
+            "number": kept.number,
+            "leaf": kept.leaf,
+            "status": worst(kept.statuses),
+            "steps": json.dumps(kept.statuses),
+            "cells": [_cell(kept.row.get(c)) for c in shown_columns],
+        }
+        for kept in found.sample
+    ]
     order = [name for name in steps if name in found.by_task]
     by_task = {name: found.by_task[name] for name in [*order, *sorted(set(found.by_task) - set(order))]}
-    details = {str(number): _detail(row) for number, _, row in found.sample}
+    details = {str(kept.number): _detail(kept.row) for kept in found.sample}
     failures = [
         {
             "message": group.message,
@@ -345,31 +342,42 @@ def _render(
         found=found,
         failures=failures,
         details_json=_json_script(details),
-        exact_status=outputs is not None,
+        exact_status=exact_status,
         by_task=by_task,
         runs=runs,
-        spent_usd=sum(d for d in spent if isinstance(d, int | float)),
-        unpriced_runs=sum(1 for d in spent if d is None),
+        spent=_cost([task for run in runs for task in _tasks(run)]),
         caches=caches,
         plotly_js=offline_plotly_js(),
     )
     return _neutral_outside_scripts(page)
 
 
-def dollars(entry: dict[str, Any]) -> str:
-    """What a step or a run cost, as the summary says it: dollars, ``$0 (local)``, or ``no price``.
-
-    A run's entry is local when every task of it ran on this machine's model.
-    """
+def _tasks(entry: dict[str, Any]) -> list[dict[str, Any]]:
+    """The recorded tasks of a run's entry (the steps that made requests), or a step's own entry."""
     steps = entry.get("steps")
-    tasks = [s for s in steps.values() if isinstance(s, dict) and "requests" in s] if isinstance(steps, dict) else []
-    local = bool(entry.get("local")) or (bool(tasks) and all(s.get("local") for s in tasks))
-    if local:
-        return "$0 (local)"
-    cost = entry.get("cost_usd")
-    if isinstance(cost, int | float):
-        return f"${cost:.4f}"
-    return "no price" if "requests" in entry else ""
+    found = [s for s in steps.values() if isinstance(s, dict)] if isinstance(steps, dict) else [entry]
+    return [task for task in found if "requests" in task]
+
+
+def _cost(tasks: list[dict[str, Any]]) -> str:
+    """Recorded tasks' dollars in the words of the end-of-run summary (core's ``StepStats.cost_text``):
+    dollars, ``$0 (local)`` when every one ran on this machine, ``no price``; "" for no task."""
+    from taskloom.plugin import StepStats
+
+    if not tasks:
+        return ""
+    return StepStats(
+        "recorded",
+        is_task=True,
+        cost_usd=sum(t["cost_usd"] for t in tasks if isinstance(t.get("cost_usd"), int | float)),
+        unpriced_requests=sum(int(t.get("unpriced_requests") or 0) for t in tasks),
+        local=all(t.get("local") for t in tasks),
+    ).cost_text()
+
+
+def dollars(entry: dict[str, Any]) -> str:
+    """What a recorded step or run cost, as the summary says it (a run: its tasks together)."""
+    return _cost(_tasks(entry))
 
 
 def _cache_hits(run: dict[str, Any]) -> int:

@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from taskloom.plugin import TaskloomError
 
@@ -34,6 +34,16 @@ class FailureGroup:
     example: dict[str, Any] | None = None
 
 
+class Sampled(NamedTuple):
+    """A row kept for the table, with what the pass already found of it."""
+
+    number: int
+    leaf: str
+    row: dict[str, Any]
+    statuses: dict[str, str]
+    """Each task's status on the row (:func:`task_statuses`)."""
+
+
 @dataclass
 class Scan:
     """What the pass over the rows found."""
@@ -46,8 +56,8 @@ class Scan:
     output_tokens: dict[str, list[int]] = field(default_factory=dict)
     """Output tokens of every generation, by task; ints are small, so even 10^6 of them fit."""
     failures: dict[str, FailureGroup] = field(default_factory=dict)
-    sample: list[tuple[int, str, dict[str, Any]]] = field(default_factory=list)
-    """(row number, leaf, row) of the rows kept for the table, in row order."""
+    sample: list[Sampled] = field(default_factory=list)
+    """The rows kept for the table, in row order."""
     leaves: list[str] = field(default_factory=list)
 
 
@@ -180,7 +190,7 @@ def scan(run_dir: Path, sample: int = 500, seed: int = 17, outputs: Mapping[str,
     chooser = random.Random(seed)
     files = leaf_files(run_dir)
     result.leaves = list(files)
-    reservoir: list[tuple[int, str, dict[str, Any]]] = []
+    reservoir: list[Sampled] = []
     for leaf, paths in files.items():
         for row in _stream(paths):
             number = result.rows
@@ -196,12 +206,12 @@ def scan(run_dir: Path, sample: int = 500, seed: int = 17, outputs: Mapping[str,
                 if status == "failed":
                     _count_failures(result, meta, number, leaf, row)
             if len(reservoir) < sample:
-                reservoir.append((number, leaf, row))
+                reservoir.append(Sampled(number, leaf, row, per_task))
             else:
                 slot = chooser.randrange(number + 1)
                 if slot < sample:
-                    reservoir[slot] = (number, leaf, row)
-    result.sample = sorted(reservoir, key=lambda item: item[0])
+                    reservoir[slot] = Sampled(number, leaf, row, per_task)
+    result.sample = sorted(reservoir, key=lambda item: item.number)
     return result
 
 
